@@ -1,0 +1,183 @@
+//! Authentication of API requests: application keys, HTTP Basic, and browser sessions with the
+//! XSRF header rule for cookie-authenticated writes.
+
+use super::AppState;
+use crate::audit::Category;
+use crate::error::ApiError;
+use crate::model::entities::EntityKind;
+use crate::model::names::printable;
+use crate::platform::{Ctx, SESSION_TTL};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use std::net::SocketAddr;
+
+pub const SESSION_COOKIE: &str = "thingport_session";
+pub const XSRF_HEADER: &str = "x-xsrf-token";
+pub const XSRF_VALUE: &str = "TWX-XSRF-TOKEN-VALUE";
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Ctx);
+
+/// The peer address, inserted by the connection handler.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+fn peer_ip(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<Peer>()
+        .map(|p| p.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// Decodes `Authorization: Basic ...` into user and password.
+fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ApiError>> {
+    let v = headers.get(header::AUTHORIZATION)?;
+    let bad = || ApiError::unauthorized("malformed Authorization header: expected Basic base64(user:password)");
+    let v = match v.to_str() {
+        Ok(v) => v,
+        Err(_) => return Some(Err(bad())),
+    };
+    let Some(b64) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) else {
+        return Some(Err(ApiError::unauthorized("unsupported Authorization scheme: use Basic or an appKey header")));
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    Some(match decoded.as_deref().and_then(|s| s.split_once(':')) {
+        Some((u, p)) if !u.is_empty() && u.len() <= 256 && p.len() <= crate::security::secrets::MAX_PASSWORD_LEN => Ok((u.to_string(), p.to_string())),
+        _ => Err(bad()),
+    })
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let p = &state.platform;
+        let source_ip = peer_ip(parts);
+        let failed = |who: &str, why: &str| {
+            let w = crate::store::Write::Audit {
+                principal: who.to_string(),
+                category: Category::Authentication,
+                entity: format!("{}:{}", EntityKind::User, who),
+                message: format!("authentication failed: {why}"),
+                source_ip: source_ip.clone(),
+            };
+            async move { p.audit(w).await }
+        };
+        if let Some(key) = parts.headers.get("appkey") {
+            let key = key.to_str().unwrap_or_default();
+            return match p.authenticate_key(key) {
+                Ok(who) => Ok(Caller(Ctx { who, source_ip })),
+                Err(e) => {
+                    failed("anonymous", &e.message).await;
+                    Err(e.into_response())
+                }
+            };
+        }
+        if let Some(creds) = basic_credentials(&parts.headers) {
+            let (user, password) = creds.map_err(IntoResponse::into_response)?;
+            return match p.authenticate_password(&user, &password).await {
+                Ok(who) => Ok(Caller(Ctx { who, source_ip })),
+                Err(e) => {
+                    failed(&printable(&user), "wrong user name or password").await;
+                    Err(with_challenge(e))
+                }
+            };
+        }
+        if let Some(token) = session_cookie(&parts.headers) {
+            let Some(who) = p.session_user(token) else {
+                return Err(with_challenge(ApiError::unauthorized("session expired or unknown: log in again")));
+            };
+            let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+            if !safe && parts.headers.get(XSRF_HEADER).map(HeaderValue::as_bytes) != Some(XSRF_VALUE.as_bytes()) {
+                return Err(ApiError::forbidden(format!(
+                    "cookie-authenticated requests that change state must send the header X-XSRF-TOKEN: {XSRF_VALUE}"
+                ))
+                .into_response());
+            }
+            return Ok(Caller(Ctx { who, source_ip }));
+        }
+        Err(with_challenge(ApiError::unauthorized(
+            "authentication required: send an appKey header or HTTP Basic credentials",
+        )))
+    }
+}
+
+fn with_challenge(e: ApiError) -> Response {
+    let mut r = e.into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Thingport\", charset=\"UTF-8\""));
+    r
+}
+
+/// `POST /Thingworx/Login`: authenticates with Basic credentials and opens a browser session.
+pub async fn login(axum::extract::State(state): axum::extract::State<AppState>, parts: Parts) -> Response {
+    let source_ip = peer_ip(&parts);
+    let Some(creds) = basic_credentials(&parts.headers) else {
+        return with_challenge(ApiError::unauthorized("log in with HTTP Basic credentials"));
+    };
+    let (user, password) = match creds {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let p = &state.platform;
+    match p.authenticate_password(&user, &password).await {
+        Ok(who) => {
+            let token = p.open_session(&who.name);
+            let secure = if state.tls { "; Secure" } else { "" };
+            let cookie = format!(
+                "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                SESSION_TTL.as_secs()
+            );
+            let ctx = Ctx { who: who.clone(), source_ip };
+            p.audit(ctx.audit(Category::Authentication, EntityKind::User, &who.name, "browser session opened")).await;
+            let mut r = (StatusCode::OK, axum::Json(serde_json::json!({"user": who.name}))).into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(e) => {
+            let w = crate::store::Write::Audit {
+                principal: printable(&user),
+                category: Category::Authentication,
+                entity: format!("User:{}", printable(&user)),
+                message: "authentication failed: wrong user name or password".into(),
+                source_ip,
+            };
+            p.audit(w).await;
+            with_challenge(e)
+        }
+    }
+}
+
+/// `POST /Thingworx/Logout`: ends the browser session.
+pub async fn logout(axum::extract::State(state): axum::extract::State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = session_cookie(&headers) {
+        state.platform.close_session(token);
+    }
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("thingport_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    r
+}

@@ -1,0 +1,333 @@
+//! The running platform: the in-memory model, the store, and the one way to change them.
+//!
+//! Every change is a batch of [`Write`]s planned against a consistent view of the model under
+//! the write gate, committed to the database in one transaction, and only then applied to the
+//! model by the same [`apply`] function that replays them: there is no second code path that
+//! mutates state, so memory never holds what the database does not.
+
+use crate::audit::Category;
+use crate::error::{ApiError, ApiResult};
+use crate::model::entities::{EntityKind, Thing};
+use crate::model::Model;
+use crate::security::{secrets, Acl, Principal};
+use crate::store::{Store, StoreError, Write};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+/// How long a verified Basic credential is trusted without hashing again.
+const CREDENTIAL_TTL: Duration = Duration::from_secs(60);
+/// How long a browser session lives.
+pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// Bound on cached credentials and browser sessions (oldest dropped beyond it).
+const CACHE_LIMIT: usize = 10_000;
+
+/// Who is acting, and from where: passed to every service.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub who: Arc<Principal>,
+    pub source_ip: String,
+}
+
+impl Ctx {
+    pub fn system() -> Self {
+        Ctx {
+            who: Arc::new(Principal::system()),
+            source_ip: "local".into(),
+        }
+    }
+
+    /// An audit entry written by this caller, to be committed with the change it records.
+    pub fn audit(&self, category: Category, kind: EntityKind, name: &str, message: impl Into<String>) -> Write {
+        Write::Audit {
+            principal: self.who.name.clone(),
+            category,
+            entity: format!("{kind}:{name}"),
+            message: message.into(),
+            source_ip: self.source_ip.clone(),
+        }
+    }
+}
+
+pub struct Platform {
+    model: RwLock<Model>,
+    store: Store,
+    /// Serialises writers so a plan is made against the state it will be applied to.
+    write_gate: tokio::sync::Mutex<()>,
+    principals: Mutex<HashMap<String, Arc<Principal>>>,
+    credentials: Mutex<HashMap<String, (String, Instant)>>,
+    sessions: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform").finish_non_exhaustive()
+    }
+}
+
+/// Builds the write that stores an entity's current body.
+pub fn put_entity<T: Serialize>(kind: EntityKind, name: &str, entity: &T) -> Write {
+    Write::PutEntity {
+        kind,
+        name: name.to_string(),
+        body: serde_json::to_value(entity).unwrap_or_default(),
+    }
+}
+
+/// Builds the write that stores an entity's grants.
+pub fn put_acl(kind: EntityKind, name: &str, acl: &Acl) -> Write {
+    Write::PutAcl {
+        kind,
+        name: name.to_string(),
+        body: serde_json::to_value(acl).unwrap_or_default(),
+        empty: acl.is_empty(),
+    }
+}
+
+/// Applies one committed write to the model.
+pub fn apply(m: &mut Model, w: &Write) -> Result<(), serde_json::Error> {
+    match w {
+        Write::PutEntity { kind, name, body } => m.put_body(*kind, name, body.clone())?,
+        Write::DeleteEntity { kind, name } => m.remove(*kind, name),
+        Write::PutAcl { kind, name, body, empty } => {
+            let key = (*kind, name.clone());
+            if *empty {
+                m.acl.remove(&key);
+            } else {
+                m.acl.insert(key, serde_json::from_value(body.clone())?);
+            }
+        }
+        Write::PutValue { thing, property, value } => {
+            if let Some(t) = m.things.get_mut(thing) {
+                t.values.insert(property.clone(), value.clone());
+            }
+        }
+        Write::DeleteValue { thing, property } => {
+            if let Some(t) = m.things.get_mut(thing) {
+                t.values.remove(property);
+            }
+        }
+        Write::DeleteValues { thing } => {
+            if let Some(t) = m.things.get_mut(thing) {
+                t.values.clear();
+            }
+        }
+        Write::Audit { .. } => {}
+    }
+    Ok(())
+}
+
+impl Platform {
+    /// Loads the model from the store.
+    pub async fn load(store: Store) -> Result<Platform, StoreError> {
+        let snap = store.load().await?;
+        let mut m = Model::default();
+        m.resources.push("EntityServices".into());
+        // Shapes and data shapes first, templates before Things: order of EntityKind::STORED.
+        for kind in EntityKind::STORED {
+            for (k, name, body) in snap.entities.iter().filter(|(k, _, _)| k == kind.as_str()) {
+                m.put_body(kind, name, body.clone()).map_err(|source| StoreError::Corrupt {
+                    kind: k.clone(),
+                    name: name.clone(),
+                    source,
+                })?;
+            }
+        }
+        for (k, name, body) in snap.acls {
+            let kind = match k.as_str() {
+                "Collection" => EntityKind::Collection,
+                other => match EntityKind::parse(other) {
+                    Some(kind) => kind,
+                    None => continue,
+                },
+            };
+            let acl: Acl = serde_json::from_value(body).map_err(|source| StoreError::Corrupt {
+                kind: format!("acl {k}"),
+                name: name.clone(),
+                source,
+            })?;
+            m.acl.insert((kind, name), acl);
+        }
+        for (thing, prop, value) in snap.values {
+            if let Some(t) = m.things.get_mut(&thing) {
+                t.values.insert(prop, value);
+            }
+        }
+        Ok(Platform {
+            model: RwLock::new(m),
+            store,
+            write_gate: tokio::sync::Mutex::new(()),
+            principals: Mutex::new(HashMap::new()),
+            credentials: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A read view of the model. Never hold it across an `.await`.
+    pub fn model(&self) -> RwLockReadGuard<'_, Model> {
+        self.model.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Plans a change against the current model, commits it, then applies it.
+    pub async fn commit<R>(&self, plan: impl FnOnce(&Model) -> ApiResult<(Vec<Write>, R)>) -> ApiResult<R> {
+        let _gate = self.write_gate.lock().await;
+        let (writes, result) = plan(&self.model())?;
+        if writes.is_empty() {
+            return Ok(result);
+        }
+        self.store.apply(&writes).await?;
+        let security_changed = writes.iter().any(|w| {
+            matches!(w, Write::PutEntity { kind, .. } | Write::DeleteEntity { kind, .. }
+                if matches!(kind, EntityKind::User | EntityKind::Group | EntityKind::Organization | EntityKind::ApplicationKey))
+        });
+        {
+            let mut m = self.model.write().unwrap_or_else(|p| p.into_inner());
+            for w in &writes {
+                if let Err(e) = apply(&mut m, w) {
+                    tracing::error!(error = %e, ?w, "a committed write could not be applied to the model; restart to reload");
+                }
+            }
+        }
+        if security_changed {
+            self.principals.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            self.credentials.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        Ok(result)
+    }
+
+    /// Records an audit entry on its own (e.g. a failed login).
+    pub async fn audit(&self, w: Write) {
+        if let Err(e) = self.store.apply(std::slice::from_ref(&w)).await {
+            tracing::error!(error = %e, "failed to write an audit entry");
+        }
+    }
+
+    /// The resolved principal of a user, cached until memberships change.
+    pub fn principal(&self, user: &str) -> Arc<Principal> {
+        if let Some(p) = self.principals.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
+            return p.clone();
+        }
+        let p = Arc::new(self.model().principal(user));
+        let mut cache = self.principals.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(user.to_string(), p.clone());
+        p
+    }
+
+    /// Authenticates an application key value.
+    pub fn authenticate_key(&self, key: &str) -> ApiResult<Arc<Principal>> {
+        let hash = secrets::sha256_hex(key.as_bytes());
+        let user = {
+            let m = self.model();
+            let name = m
+                .key_index
+                .get(&hash)
+                .ok_or_else(|| ApiError::unauthorized("invalid credentials: unknown application key"))?;
+            let k = &m.app_keys[name];
+            if k.expires_at.is_some_and(|t| t <= crate::model::basetype::now_millis()) {
+                return Err(ApiError::unauthorized(format!("application key '{name}' has expired")));
+            }
+            match m.users.get(&k.user) {
+                Some(u) if u.enabled => k.user.clone(),
+                _ => return Err(ApiError::unauthorized(format!("application key '{name}' belongs to no enabled user"))),
+            }
+        };
+        Ok(self.principal(&user))
+    }
+
+    /// Authenticates a user name and password (argon2id on a blocking thread, then cached).
+    pub async fn authenticate_password(&self, user: &str, password: &str) -> ApiResult<Arc<Principal>> {
+        let cache_key = secrets::sha256_hex(format!("{user}\0{password}").as_bytes());
+        let cached = {
+            let mut c = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+            match c.get(&cache_key) {
+                Some((u, at)) if at.elapsed() < CREDENTIAL_TTL => Some(u.clone()),
+                Some(_) => {
+                    c.remove(&cache_key);
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(u) = cached {
+            return Ok(self.principal(&u));
+        }
+        let hash = {
+            let m = self.model();
+            m.users.get(user).filter(|u| u.enabled).map(|u| u.password_hash.clone())
+        };
+        // Unknown users cost the same hashing work as known ones (no user enumeration by timing).
+        let (known, hash) = match hash {
+            Some(h) => (true, h),
+            None => (false, dummy_hash().to_string()),
+        };
+        let pw = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&pw, &hash))
+            .await
+            .unwrap_or(false);
+        if !(ok && known) {
+            return Err(ApiError::unauthorized("invalid credentials"));
+        }
+        let mut c = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= CACHE_LIMIT {
+            c.clear();
+        }
+        c.insert(cache_key, (user.to_string(), Instant::now()));
+        drop(c);
+        Ok(self.principal(user))
+    }
+
+    /// Opens a browser session for `user`, returning its token.
+    pub fn open_session(&self, user: &str) -> String {
+        let token = secrets::random_token();
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        s.retain(|_, (_, at)| at.elapsed() < SESSION_TTL);
+        if s.len() >= CACHE_LIMIT {
+            s.clear();
+        }
+        s.insert(secrets::sha256_hex(token.as_bytes()), (user.to_string(), Instant::now()));
+        token
+    }
+
+    /// The user of a live browser session.
+    pub fn session_user(&self, token: &str) -> Option<Arc<Principal>> {
+        let user = {
+            let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            match s.get(&secrets::sha256_hex(token.as_bytes())) {
+                Some((u, at)) if at.elapsed() < SESSION_TTL => u.clone(),
+                _ => return None,
+            }
+        };
+        if !self.model().users.get(&user).is_some_and(|u| u.enabled) {
+            return None;
+        }
+        Some(self.principal(&user))
+    }
+
+    pub fn close_session(&self, token: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&secrets::sha256_hex(token.as_bytes()));
+    }
+
+    /// Runs `f` on a Thing, or answers 404.
+    pub fn with_thing<R>(&self, name: &str, f: impl FnOnce(&Model, &Thing) -> ApiResult<R>) -> ApiResult<R> {
+        let m = self.model();
+        let t = m.things.get(name).ok_or_else(|| ApiError::entity_not_found(name))?;
+        f(&m, t)
+    }
+}
+
+/// A valid argon2id hash of a random password, to spend equal time on unknown users.
+fn dummy_hash() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| secrets::hash_password(&secrets::random_password()).unwrap_or_default())
+}

@@ -1,0 +1,242 @@
+//! Persistence: the SQLite database in the data directory, through `sqlx`.
+//!
+//! The store is write-through: the platform first commits a batch of [`Write`]s in one
+//! transaction, then applies the same change to the in-memory model. Queries use `$n`
+//! placeholders and portable SQL so the same text runs on PostgreSQL (see docs/architecture.md).
+
+use crate::audit::{AuditEntry, AuditQuery, Category};
+use crate::model::entities::EntityKind;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+/// A storage failure. Never shown to API clients (they get a generic 500).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to open the database at {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("failed to run database migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+    #[error("stored {kind} '{name}' is corrupt")]
+    Corrupt {
+        kind: String,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One change, part of an atomic batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    PutEntity { kind: EntityKind, name: String, body: Value },
+    DeleteEntity { kind: EntityKind, name: String },
+    /// Replaces the grants of an entity; an empty ACL deletes the row.
+    PutAcl { kind: EntityKind, name: String, body: Value, empty: bool },
+    PutValue { thing: String, property: String, value: Value },
+    DeleteValue { thing: String, property: String },
+    DeleteValues { thing: String },
+    Audit { principal: String, category: Category, entity: String, message: String, source_ip: String },
+}
+
+/// What is loaded at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub entities: Vec<(String, String, Value)>,
+    pub acls: Vec<(String, String, Value)>,
+    pub values: Vec<(String, String, Value)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn now() -> i64 {
+    crate::model::basetype::now_millis()
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and runs the migrations.
+    pub async fn open_file(path: &Path) -> Result<Store, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed transaction is on disk before the API acknowledges it.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Reads every entity, ACL and property value.
+    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut snap = Snapshot::default();
+        for (table, key, val, dest) in [
+            ("entities", "kind", "body", 0),
+            ("acls", "kind", "body", 1),
+            ("property_values", "thing", "value", 2),
+        ] {
+            let second = if dest == 2 { "property" } else { "name" };
+            let sql = format!("SELECT {key}, {second}, {val} FROM {table}");
+            let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+            for r in rows {
+                let a: String = r.try_get(0)?;
+                let b: String = r.try_get(1)?;
+                let text: String = r.try_get(2)?;
+                let v: Value = serde_json::from_str(&text).map_err(|source| StoreError::Corrupt {
+                    kind: format!("{table}.{a}"),
+                    name: b.clone(),
+                    source,
+                })?;
+                let dest = match dest {
+                    0 => &mut snap.entities,
+                    1 => &mut snap.acls,
+                    _ => &mut snap.values,
+                };
+                dest.push((a, b, v));
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Commits a batch of writes atomically.
+    pub async fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ts = now();
+        for w in writes {
+            match w {
+                Write::PutEntity { kind, name, body } => {
+                    sqlx::query(
+                        "INSERT INTO entities (kind, name, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                         ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                    )
+                    .bind(kind.as_str())
+                    .bind(name)
+                    .bind(body.to_string())
+                    .bind(ts)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeleteEntity { kind, name } => {
+                    for sql in ["DELETE FROM entities WHERE kind = $1 AND name = $2", "DELETE FROM acls WHERE kind = $1 AND name = $2"] {
+                        sqlx::query(sql).bind(kind.as_str()).bind(name).execute(&mut *tx).await?;
+                    }
+                }
+                Write::PutAcl { kind, name, body, empty } => {
+                    if *empty {
+                        sqlx::query("DELETE FROM acls WHERE kind = $1 AND name = $2")
+                            .bind(kind.as_str())
+                            .bind(name)
+                            .execute(&mut *tx)
+                            .await?;
+                    } else {
+                        sqlx::query(
+                            "INSERT INTO acls (kind, name, body, updated_at) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                        )
+                        .bind(kind.as_str())
+                        .bind(name)
+                        .bind(body.to_string())
+                        .bind(ts)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                Write::PutValue { thing, property, value } => {
+                    sqlx::query(
+                        "INSERT INTO property_values (thing, property, value, updated_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (thing, property) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    )
+                    .bind(thing)
+                    .bind(property)
+                    .bind(value.to_string())
+                    .bind(ts)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeleteValue { thing, property } => {
+                    sqlx::query("DELETE FROM property_values WHERE thing = $1 AND property = $2")
+                        .bind(thing)
+                        .bind(property)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Write::DeleteValues { thing } => {
+                    sqlx::query("DELETE FROM property_values WHERE thing = $1")
+                        .bind(thing)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Write::Audit { principal, category, entity, message, source_ip } => {
+                    sqlx::query(
+                        "INSERT INTO audit_log (ts, principal, category, entity, message, source_ip) VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(ts)
+                    .bind(principal)
+                    .bind(category.as_str())
+                    .bind(entity)
+                    .bind(message)
+                    .bind(source_ip)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Audit entries matching `q`, newest first.
+    pub async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, ts, principal, category, entity, message, source_ip FROM audit_log \
+             WHERE ($1 IS NULL OR category = $1) AND ($2 IS NULL OR principal = $2) AND ($3 IS NULL OR entity = $3) \
+             AND ($4 IS NULL OR ts >= $4) AND ($5 IS NULL OR ts <= $5) ORDER BY id DESC LIMIT $6",
+        )
+        .bind(q.category.map(Category::as_str))
+        .bind(q.principal.as_deref())
+        .bind(q.entity.as_deref())
+        .bind(q.since)
+        .bind(q.until)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let cat: String = r.try_get(3)?;
+            out.push(AuditEntry {
+                id: r.try_get(0)?,
+                timestamp: r.try_get(1)?,
+                principal: r.try_get(2)?,
+                category: Category::parse(&cat).unwrap_or(Category::Security),
+                entity: r.try_get(4)?,
+                message: r.try_get(5)?,
+                source_ip: r.try_get(6)?,
+            });
+        }
+        Ok(out)
+    }
+}
