@@ -41,11 +41,24 @@ pub async fn ensure(p: &Platform, admin_password: Option<&str>) -> ApiResult<Out
     };
     p.commit(|m| {
         let mut w: Vec<Write> = Vec::new();
-        let everyone_visible = || Acl { visibility: [EVERYONE.to_string()].into(), ..Acl::default() };
+        let everyone_visible = || Acl {
+            visibility: [EVERYONE.to_string()].into(),
+            ..Acl::default()
+        };
         if !m.templates.contains_key("GenericThing") {
-            let t = ThingTemplate { description: "the base of every Thing".into(), base: None, shapes: vec![], properties: vec![], owner: None };
+            let t = ThingTemplate {
+                description: "the base of every Thing".into(),
+                base: None,
+                shapes: vec![],
+                properties: vec![],
+                owner: None,
+            };
             w.push(put_entity(EntityKind::ThingTemplate, "GenericThing", &t));
-            w.push(put_acl(EntityKind::ThingTemplate, "GenericThing", &everyone_visible()));
+            w.push(put_acl(
+                EntityKind::ThingTemplate,
+                "GenericThing",
+                &everyone_visible(),
+            ));
         }
         if !m.templates.contains_key("RemoteThing") {
             let t = ThingTemplate {
@@ -53,29 +66,52 @@ pub async fn ensure(p: &Platform, admin_password: Option<&str>) -> ApiResult<Out
                 base: Some("GenericThing".into()),
                 shapes: vec![],
                 properties: vec![
-                    FieldDef::new("isConnected", BaseType::Boolean).describe("whether the device is connected now").default(false.into()),
-                    FieldDef::new("lastConnection", BaseType::Datetime).describe("when the device last connected"),
+                    FieldDef::new("isConnected", BaseType::Boolean)
+                        .describe("whether the device is connected now")
+                        .default(false.into()),
+                    FieldDef::new("lastConnection", BaseType::Datetime)
+                        .describe("when the device last connected"),
                 ],
                 owner: None,
             };
             w.push(put_entity(EntityKind::ThingTemplate, "RemoteThing", &t));
-            w.push(put_acl(EntityKind::ThingTemplate, "RemoteThing", &everyone_visible()));
+            w.push(put_acl(
+                EntityKind::ThingTemplate,
+                "RemoteThing",
+                &everyone_visible(),
+            ));
         }
-        let mut admins = m.groups.get(ADMINISTRATORS).cloned().unwrap_or_else(|| MemberSet {
-            description: "members bypass every permission check".into(),
-            members: Default::default(),
-        });
+        let mut admins = m
+            .groups
+            .get(ADMINISTRATORS)
+            .cloned()
+            .unwrap_or_else(|| MemberSet {
+                description: "members bypass every permission check".into(),
+                members: Default::default(),
+            });
         let mut users = m.groups.get(USERS).cloned().unwrap_or_else(|| MemberSet {
             description: "every user".into(),
             members: Default::default(),
         });
         if let Some(hash) = &admin_hash {
-            let u = User { description: "the built-in administrator".into(), password_hash: hash.clone(), enabled: true };
+            let u = User {
+                description: "the built-in administrator".into(),
+                password_hash: hash.clone(),
+                enabled: true,
+            };
             w.push(put_entity(EntityKind::User, ADMINISTRATOR, &u));
-            let me = Member { kind: PrincipalKind::User, name: ADMINISTRATOR.into() };
+            let me = Member {
+                kind: PrincipalKind::User,
+                name: ADMINISTRATOR.into(),
+            };
             admins.members.insert(me.clone());
             users.members.insert(me);
-            w.push(ctx.audit(Category::Security, EntityKind::User, ADMINISTRATOR, "built-in administrator created"));
+            w.push(ctx.audit(
+                Category::Security,
+                EntityKind::User,
+                ADMINISTRATOR,
+                "built-in administrator created",
+            ));
         }
         if admin_hash.is_some() || !m.groups.contains_key(ADMINISTRATORS) {
             w.push(put_entity(EntityKind::Group, ADMINISTRATORS, &admins));
@@ -84,16 +120,32 @@ pub async fn ensure(p: &Platform, admin_password: Option<&str>) -> ApiResult<Out
             w.push(put_entity(EntityKind::Group, USERS, &users));
         }
         if !m.orgs.contains_key(EVERYONE) {
-            let mut o = MemberSet { description: "every user".into(), members: Default::default() };
-            o.members.insert(Member { kind: PrincipalKind::Group, name: USERS.into() });
+            let mut o = MemberSet {
+                description: "every user".into(),
+                members: Default::default(),
+            };
+            o.members.insert(Member {
+                kind: PrincipalKind::Group,
+                name: USERS.into(),
+            });
             w.push(put_entity(EntityKind::Organization, EVERYONE, &o));
         }
         for (name, description) in [
             ("AuditSubsystem", "the audit trail"),
-            ("PlatformSubsystem", "platform information and extension packages"),
+            (
+                "PlatformSubsystem",
+                "platform information and extension packages",
+            ),
         ] {
             if !m.subsystems.contains_key(name) {
-                w.push(put_entity(EntityKind::Subsystem, name, &Subsystem { description: description.into(), owner: None }));
+                w.push(put_entity(
+                    EntityKind::Subsystem,
+                    name,
+                    &Subsystem {
+                        description: description.into(),
+                        owner: None,
+                    },
+                ));
             }
         }
         Ok((w, ()))

@@ -78,12 +78,17 @@ impl Config {
             None => Ok(self.data_dir.join("thingport.db")),
             Some(url) => {
                 if let Some(path) = url.strip_prefix("sqlite://") {
-                    anyhow::ensure!(!path.is_empty(), "--database-url {url:?} names no file: use sqlite:///path/to/thingport.db");
+                    anyhow::ensure!(
+                        !path.is_empty(),
+                        "--database-url {url:?} names no file: use sqlite:///path/to/thingport.db"
+                    );
                     Ok(PathBuf::from(path))
                 } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
                     anyhow::bail!("--database-url: PostgreSQL is not supported by this build yet; use the embedded SQLite default (omit --database-url)")
                 } else {
-                    anyhow::bail!("--database-url must start with sqlite:// (got a URL with another scheme)")
+                    anyhow::bail!(
+                        "--database-url must start with sqlite:// (got a URL with another scheme)"
+                    )
                 }
             }
         }
@@ -95,12 +100,18 @@ impl Config {
         if let Some(pw) = &self.admin_password {
             let n = pw.len();
             anyhow::ensure!(
-                (crate::security::secrets::MIN_PASSWORD_LEN..=crate::security::secrets::MAX_PASSWORD_LEN).contains(&n),
+                (crate::security::secrets::MIN_PASSWORD_LEN
+                    ..=crate::security::secrets::MAX_PASSWORD_LEN)
+                    .contains(&n),
                 "--admin-password must be 8 to 1024 bytes long"
             );
         }
         for f in [&self.tls_cert, &self.tls_key].into_iter().flatten() {
-            anyhow::ensure!(f.is_file(), "TLS file {} does not exist or is not a file", f.display());
+            anyhow::ensure!(
+                f.is_file(),
+                "TLS file {} does not exist or is not a file",
+                f.display()
+            );
         }
         Ok(())
     }

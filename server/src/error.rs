@@ -43,7 +43,10 @@ impl ApiError {
     pub fn entity_not_found(name: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            format!("Entity Not Found : [{}]", crate::model::names::printable(name)),
+            format!(
+                "Entity Not Found : [{}]",
+                crate::model::names::printable(name)
+            ),
         )
     }
     /// `403 Not authorized for {perm} on {resource} in {entity}`.

@@ -29,19 +29,35 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
     config.validate()?;
     let db_path = config.database_path()?;
     let _lock = lock_data_dir(&config.data_dir)?;
-    let db_dir = db_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(db_dir).with_context(|| format!("failed to create {}", db_dir.display()))?;
-    let store = store::Store::open_file(&db_path).await.context("failed to open the database")?;
-    let platform = Arc::new(platform::Platform::load(store.clone()).await.context("failed to load the model")?);
+    let db_dir = db_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(db_dir)
+        .with_context(|| format!("failed to create {}", db_dir.display()))?;
+    let store = store::Store::open_file(&db_path)
+        .await
+        .context("failed to open the database")?;
+    let platform = Arc::new(
+        platform::Platform::load(store.clone())
+            .await
+            .context("failed to load the model")?,
+    );
     let outcome = bootstrap::ensure(&platform, config.admin_password.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap failed: {}", e.message))?;
     if outcome.created_admin {
-        tracing::info!(user = security::ADMINISTRATOR, "created the built-in administrator");
+        tracing::info!(
+            user = security::ADMINISTRATOR,
+            "created the built-in administrator"
+        );
     }
     if let Some(pw) = &outcome.generated_password {
         // Shown once, on stdout only (never in the log).
-        println!("created user {} with the generated password: {pw}", security::ADMINISTRATOR);
+        println!(
+            "created user {} with the generated password: {pw}",
+            security::ADMINISTRATOR
+        );
         println!("(shown once; change it with the SetPassword service)");
     }
     let tls = match (&config.tls_cert, &config.tls_key) {
@@ -57,7 +73,9 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
     let open = state.metrics.open_connections.clone();
     let app = api::router(state);
     let listener = serve::bind(config.listen)?;
-    let addr = listener.local_addr().context("failed to read the bound address")?;
+    let addr = listener
+        .local_addr()
+        .context("failed to read the bound address")?;
     tracing::info!(%addr, tls = tls.is_some(), data_dir = %config.data_dir.display(), "thingport-server ready");
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
@@ -69,7 +87,8 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
 
 /// Creates the data directory (0700) and takes an exclusive lock on it for the process's life.
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("failed to create the data directory {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -85,8 +104,13 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => {
-            anyhow::bail!("data directory {} is in use by another thingport-server", dir.display())
+            anyhow::bail!(
+                "data directory {} is in use by another thingport-server",
+                dir.display()
+            )
         }
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("failed to lock {}", path.display())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("failed to lock {}", path.display()))
+        }
     }
 }

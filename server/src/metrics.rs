@@ -26,11 +26,25 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("thingport");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests answered, by method and status", requests.clone());
-        let latency = Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0]);
-        registry.register("http_request_duration_seconds", "time to answer an HTTP request", latency.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method and status",
+            requests.clone(),
+        );
+        let latency = Histogram::new([
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
+        ]);
+        registry.register(
+            "http_request_duration_seconds",
+            "time to answer an HTTP request",
+            latency.clone(),
+        );
         let open_connections = Gauge::default();
-        registry.register("http_open_connections", "HTTP connections open now", open_connections.clone());
+        registry.register(
+            "http_open_connections",
+            "HTTP connections open now",
+            open_connections.clone(),
+        );
         Self {
             registry,
             requests,

@@ -39,7 +39,13 @@ impl Ctx {
     }
 
     /// An audit entry written by this caller, to be committed with the change it records.
-    pub fn audit(&self, category: Category, kind: EntityKind, name: &str, message: impl Into<String>) -> Write {
+    pub fn audit(
+        &self,
+        category: Category,
+        kind: EntityKind,
+        name: &str,
+        message: impl Into<String>,
+    ) -> Write {
         Write::Audit {
             principal: self.who.name.clone(),
             category,
@@ -90,7 +96,12 @@ pub fn apply(m: &mut Model, w: &Write) -> Result<(), serde_json::Error> {
     match w {
         Write::PutEntity { kind, name, body } => m.put_body(*kind, name, body.clone())?,
         Write::DeleteEntity { kind, name } => m.remove(*kind, name),
-        Write::PutAcl { kind, name, body, empty } => {
+        Write::PutAcl {
+            kind,
+            name,
+            body,
+            empty,
+        } => {
             let key = (*kind, name.clone());
             if *empty {
                 m.acl.remove(&key);
@@ -98,7 +109,11 @@ pub fn apply(m: &mut Model, w: &Write) -> Result<(), serde_json::Error> {
                 m.acl.insert(key, serde_json::from_value(body.clone())?);
             }
         }
-        Write::PutValue { thing, property, value } => {
+        Write::PutValue {
+            thing,
+            property,
+            value,
+        } => {
             if let Some(t) = m.things.get_mut(thing) {
                 t.values.insert(property.clone(), value.clone());
             }
@@ -127,11 +142,12 @@ impl Platform {
         // Shapes and data shapes first, templates before Things: order of EntityKind::STORED.
         for kind in EntityKind::STORED {
             for (k, name, body) in snap.entities.iter().filter(|(k, _, _)| k == kind.as_str()) {
-                m.put_body(kind, name, body.clone()).map_err(|source| StoreError::Corrupt {
-                    kind: k.clone(),
-                    name: name.clone(),
-                    source,
-                })?;
+                m.put_body(kind, name, body.clone())
+                    .map_err(|source| StoreError::Corrupt {
+                        kind: k.clone(),
+                        name: name.clone(),
+                        source,
+                    })?;
             }
         }
         for (k, name, body) in snap.acls {
@@ -174,7 +190,10 @@ impl Platform {
     }
 
     /// Plans a change against the current model, commits it, then applies it.
-    pub async fn commit<R>(&self, plan: impl FnOnce(&Model) -> ApiResult<(Vec<Write>, R)>) -> ApiResult<R> {
+    pub async fn commit<R>(
+        &self,
+        plan: impl FnOnce(&Model) -> ApiResult<(Vec<Write>, R)>,
+    ) -> ApiResult<R> {
         let _gate = self.write_gate.lock().await;
         let (writes, result) = plan(&self.model())?;
         if writes.is_empty() {
@@ -189,13 +208,19 @@ impl Platform {
             let mut m = self.model.write().unwrap_or_else(|p| p.into_inner());
             for w in &writes {
                 if let Err(e) = apply(&mut m, w) {
-                    tracing::error!(error = %e, ?w, "a committed write could not be applied to the model; restart to reload");
+                    tracing::error!(error = %e, write = w.describe(), "a committed write could not be applied to the model; restart to reload");
                 }
             }
         }
         if security_changed {
-            self.principals.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            self.credentials.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            self.principals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            self.credentials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
         }
         Ok(result)
     }
@@ -209,7 +234,12 @@ impl Platform {
 
     /// The resolved principal of a user, cached until memberships change.
     pub fn principal(&self, user: &str) -> Arc<Principal> {
-        if let Some(p) = self.principals.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
+        if let Some(p) = self
+            .principals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+        {
             return p.clone();
         }
         let p = Arc::new(self.model().principal(user));
@@ -226,24 +256,35 @@ impl Platform {
         let hash = secrets::sha256_hex(key.as_bytes());
         let user = {
             let m = self.model();
-            let name = m
-                .key_index
-                .get(&hash)
-                .ok_or_else(|| ApiError::unauthorized("invalid credentials: unknown application key"))?;
+            let name = m.key_index.get(&hash).ok_or_else(|| {
+                ApiError::unauthorized("invalid credentials: unknown application key")
+            })?;
             let k = &m.app_keys[name];
-            if k.expires_at.is_some_and(|t| t <= crate::model::basetype::now_millis()) {
-                return Err(ApiError::unauthorized(format!("application key '{name}' has expired")));
+            if k.expires_at
+                .is_some_and(|t| t <= crate::model::basetype::now_millis())
+            {
+                return Err(ApiError::unauthorized(format!(
+                    "application key '{name}' has expired"
+                )));
             }
             match m.users.get(&k.user) {
                 Some(u) if u.enabled => k.user.clone(),
-                _ => return Err(ApiError::unauthorized(format!("application key '{name}' belongs to no enabled user"))),
+                _ => {
+                    return Err(ApiError::unauthorized(format!(
+                        "application key '{name}' belongs to no enabled user"
+                    )))
+                }
             }
         };
         Ok(self.principal(&user))
     }
 
     /// Authenticates a user name and password (argon2id on a blocking thread, then cached).
-    pub async fn authenticate_password(&self, user: &str, password: &str) -> ApiResult<Arc<Principal>> {
+    pub async fn authenticate_password(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> ApiResult<Arc<Principal>> {
         let cache_key = secrets::sha256_hex(format!("{user}\0{password}").as_bytes());
         let cached = {
             let mut c = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
@@ -261,7 +302,10 @@ impl Platform {
         }
         let hash = {
             let m = self.model();
-            m.users.get(user).filter(|u| u.enabled).map(|u| u.password_hash.clone())
+            m.users
+                .get(user)
+                .filter(|u| u.enabled)
+                .map(|u| u.password_hash.clone())
         };
         // Unknown users cost the same hashing work as known ones (no user enumeration by timing).
         let (known, hash) = match hash {
@@ -292,7 +336,10 @@ impl Platform {
         if s.len() >= CACHE_LIMIT {
             s.clear();
         }
-        s.insert(secrets::sha256_hex(token.as_bytes()), (user.to_string(), Instant::now()));
+        s.insert(
+            secrets::sha256_hex(token.as_bytes()),
+            (user.to_string(), Instant::now()),
+        );
         token
     }
 
@@ -319,9 +366,16 @@ impl Platform {
     }
 
     /// Runs `f` on a Thing, or answers 404.
-    pub fn with_thing<R>(&self, name: &str, f: impl FnOnce(&Model, &Thing) -> ApiResult<R>) -> ApiResult<R> {
+    pub fn with_thing<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Model, &Thing) -> ApiResult<R>,
+    ) -> ApiResult<R> {
         let m = self.model();
-        let t = m.things.get(name).ok_or_else(|| ApiError::entity_not_found(name))?;
+        let t = m
+            .things
+            .get(name)
+            .ok_or_else(|| ApiError::entity_not_found(name))?;
         f(&m, t)
     }
 }

@@ -28,10 +28,21 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds a listening socket with a deep accept backlog.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.context("failed to create a socket")?;
-    socket.set_reuseaddr(true).context("failed to set SO_REUSEADDR")?;
-    socket.bind(addr).with_context(|| format!("failed to bind {addr}"))?;
-    socket.listen(BACKLOG).with_context(|| format!("failed to listen on {addr}"))
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .context("failed to create a socket")?;
+    socket
+        .set_reuseaddr(true)
+        .context("failed to set SO_REUSEADDR")?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("failed to bind {addr}"))?;
+    socket
+        .listen(BACKLOG)
+        .with_context(|| format!("failed to listen on {addr}"))
 }
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor.
@@ -42,8 +53,13 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
         .with_context(|| format!("failed to read the TLS certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("failed to parse the TLS certificate {}", cert.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "no certificate found in {}", cert.display());
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("failed to read a private key from {}", key.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate found in {}",
+        cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("failed to read a private key from {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -56,7 +72,13 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
-pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>, shutdown: impl Future<Output = ()>, open: prometheus_client::metrics::gauge::Gauge) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    open: prometheus_client::metrics::gauge::Gauge,
+) {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -74,30 +96,45 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>,
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let svc = TowerToHyperService::new(app.map_request(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(Peer(peer));
-            req
-        }));
+        let svc =
+            TowerToHyperService::new(app.map_request(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                req
+            }));
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true);
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let open = open.clone();
         tokio::spawn(async move {
             open.inc();
             let result = match tls {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc)).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => watcher.watch(builder.serve_connection(TokioIo::new(s), svc)).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        Ok(())
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(s)) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(s), svc))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
                     }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        Ok(())
-                    }
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -107,7 +144,10 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>,
     }
     drop(listener);
     tracing::info!("shutting down: draining open connections");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(timeout = ?DRAIN_TIMEOUT, "some connections were still open at the end of the drain");
     }
 }

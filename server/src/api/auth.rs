@@ -48,20 +48,35 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 /// Decodes `Authorization: Basic ...` into user and password.
 fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ApiError>> {
     let v = headers.get(header::AUTHORIZATION)?;
-    let bad = || ApiError::unauthorized("malformed Authorization header: expected Basic base64(user:password)");
+    let bad = || {
+        ApiError::unauthorized(
+            "malformed Authorization header: expected Basic base64(user:password)",
+        )
+    };
     let v = match v.to_str() {
         Ok(v) => v,
         Err(_) => return Some(Err(bad())),
     };
-    let Some(b64) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) else {
-        return Some(Err(ApiError::unauthorized("unsupported Authorization scheme: use Basic or an appKey header")));
+    let Some(b64) = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))
+    else {
+        return Some(Err(ApiError::unauthorized(
+            "unsupported Authorization scheme: use Basic or an appKey header",
+        )));
     };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok());
     Some(match decoded.as_deref().and_then(|s| s.split_once(':')) {
-        Some((u, p)) if !u.is_empty() && u.len() <= 256 && p.len() <= crate::security::secrets::MAX_PASSWORD_LEN => Ok((u.to_string(), p.to_string())),
+        Some((u, p))
+            if !u.is_empty()
+                && u.len() <= 256
+                && p.len() <= crate::security::secrets::MAX_PASSWORD_LEN =>
+        {
+            Ok((u.to_string(), p.to_string()))
+        }
         _ => Err(bad()),
     })
 }
@@ -69,7 +84,10 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), Api
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let p = &state.platform;
         let source_ip = peer_ip(parts);
         let failed = |who: &str, why: &str| {
@@ -104,10 +122,15 @@ impl FromRequestParts<AppState> for Caller {
         }
         if let Some(token) = session_cookie(&parts.headers) {
             let Some(who) = p.session_user(token) else {
-                return Err(with_challenge(ApiError::unauthorized("session expired or unknown: log in again")));
+                return Err(with_challenge(ApiError::unauthorized(
+                    "session expired or unknown: log in again",
+                )));
             };
             let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-            if !safe && parts.headers.get(XSRF_HEADER).map(HeaderValue::as_bytes) != Some(XSRF_VALUE.as_bytes()) {
+            if !safe
+                && parts.headers.get(XSRF_HEADER).map(HeaderValue::as_bytes)
+                    != Some(XSRF_VALUE.as_bytes())
+            {
                 return Err(ApiError::forbidden(format!(
                     "cookie-authenticated requests that change state must send the header X-XSRF-TOKEN: {XSRF_VALUE}"
                 ))
@@ -123,13 +146,18 @@ impl FromRequestParts<AppState> for Caller {
 
 fn with_challenge(e: ApiError) -> Response {
     let mut r = e.into_response();
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Thingport\", charset=\"UTF-8\""));
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"Thingport\", charset=\"UTF-8\""),
+    );
     r
 }
 
 /// `POST /Thingworx/Login`: authenticates with Basic credentials and opens a browser session.
-pub async fn login(axum::extract::State(state): axum::extract::State<AppState>, parts: Parts) -> Response {
+pub async fn login(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    parts: Parts,
+) -> Response {
     let source_ip = peer_ip(&parts);
     let Some(creds) = basic_credentials(&parts.headers) else {
         return with_challenge(ApiError::unauthorized("log in with HTTP Basic credentials"));
@@ -147,9 +175,22 @@ pub async fn login(axum::extract::State(state): axum::extract::State<AppState>, 
                 "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 SESSION_TTL.as_secs()
             );
-            let ctx = Ctx { who: who.clone(), source_ip };
-            p.audit(ctx.audit(Category::Authentication, EntityKind::User, &who.name, "browser session opened")).await;
-            let mut r = (StatusCode::OK, axum::Json(serde_json::json!({"user": who.name}))).into_response();
+            let ctx = Ctx {
+                who: who.clone(),
+                source_ip,
+            };
+            p.audit(ctx.audit(
+                Category::Authentication,
+                EntityKind::User,
+                &who.name,
+                "browser session opened",
+            ))
+            .await;
+            let mut r = (
+                StatusCode::OK,
+                axum::Json(serde_json::json!({"user": who.name})),
+            )
+                .into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -170,14 +211,19 @@ pub async fn login(axum::extract::State(state): axum::extract::State<AppState>, 
 }
 
 /// `POST /Thingworx/Logout`: ends the browser session.
-pub async fn logout(axum::extract::State(state): axum::extract::State<AppState>, headers: HeaderMap) -> Response {
+pub async fn logout(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(token) = session_cookie(&headers) {
         state.platform.close_session(token);
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("thingport_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static(
+            "thingport_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
     );
     r
 }

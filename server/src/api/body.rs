@@ -21,15 +21,17 @@ impl FromRequest<AppState> for JsonBody {
             .and_then(|v| v.to_str().ok())
             .map(str::to_ascii_lowercase);
         // The size is checked again while reading, for bodies without Content-Length.
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-            let too_big = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_big {
-                too_large(limit)
-            } else {
-                ApiError::bad_request("failed to read the request body")
-            }
-        })?;
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                let too_big = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if too_big {
+                    too_large(limit)
+                } else {
+                    ApiError::bad_request("failed to read the request body")
+                }
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(Value::Null));
         }

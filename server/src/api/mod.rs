@@ -33,7 +33,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(platform: Arc<Platform>, max_body_bytes: usize, request_timeout: Duration, tls: bool) -> Self {
+    pub fn new(
+        platform: Arc<Platform>,
+        max_body_bytes: usize,
+        request_timeout: Duration,
+        tls: bool,
+    ) -> Self {
         Self {
             platform,
             metrics: Arc::new(Metrics::default()),
@@ -54,15 +59,26 @@ pub fn router(state: AppState) -> Router {
         .route("/Thingworx/AuditLog", get(handlers::audit_log))
         .route("/Thingworx/{collection}", get(handlers::list))
         .route("/Thingworx/{collection}/{name}", get(handlers::entity))
-        .route("/Thingworx/{collection}/{name}/Services/{service}", post(handlers::invoke))
-        .route("/Thingworx/Things/{thing}/Properties", get(handlers::properties))
-        .route("/Thingworx/Things/{thing}/Properties/{property}", get(handlers::property).put(handlers::put_property))
+        .route(
+            "/Thingworx/{collection}/{name}/Services/{service}",
+            post(handlers::invoke),
+        )
+        .route(
+            "/Thingworx/Things/{thing}/Properties",
+            get(handlers::properties),
+        )
+        .route(
+            "/Thingworx/Things/{thing}/Properties/{property}",
+            get(handlers::property).put(handlers::put_property),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     api.layer(axum::middleware::from_fn_with_state(state.clone(), guard))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .with_state(state)
 }
 
@@ -83,11 +99,21 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!(%path, timeout = ?s.request_timeout, "request timed out");
-                ApiError::new(StatusCode::REQUEST_TIMEOUT, format!("request timed out after {:?}", s.request_timeout)).into_response()
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("request timed out after {:?}", s.request_timeout),
+                )
+                .into_response()
             }
         }
     };
-    s.metrics.requests.get_or_create(&RequestLabels { method, status: resp.status().as_u16() }).inc();
+    s.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
     s.metrics.latency.observe(started.elapsed().as_secs_f64());
     resp
 }
@@ -98,15 +124,25 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .map(String::as_str)
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
-    ApiError::internal("request handler panicked", &std::io::Error::other(msg.to_string())).into_response()
+    ApiError::internal(
+        "request handler panicked",
+        &std::io::Error::other(msg.to_string()),
+    )
+    .into_response()
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such API route: see /Thingworx/openapi.json")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such API route: see /Thingworx/openapi.json",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route: see /Thingworx/openapi.json")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route: see /Thingworx/openapi.json",
+    )
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -118,8 +154,18 @@ async fn metrics(State(s): State<AppState>) -> Response {
         let m = s.platform.model();
         (m.things.len() as i64, m.users.len() as i64)
     };
-    let text = s.metrics.render(&[("things", "Things in the model", things), ("users", "users in the model", users)]);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    let text = s.metrics.render(&[
+        ("things", "Things in the model", things),
+        ("users", "users in the model", users),
+    ]);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn openapi_json(State(s): State<AppState>) -> Json<serde_json::Value> {

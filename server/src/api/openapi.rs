@@ -22,15 +22,55 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("get", "/healthz", "liveness", "Health"),
     ("get", "/metrics", "Prometheus text metrics", ""),
     ("get", "/Thingworx/openapi.json", "this document", ""),
-    ("post", "/Thingworx/Login", "opens a browser session (HTTP Basic credentials); sets the thingport_session cookie", ""),
+    (
+        "post",
+        "/Thingworx/Login",
+        "opens a browser session (HTTP Basic credentials); sets the thingport_session cookie",
+        "",
+    ),
     ("post", "/Thingworx/Logout", "ends the browser session", ""),
-    ("get", "/Thingworx/AuditLog", "audit entries, newest first (query: category, principal, entity, since, until, limit)", "InfoTable"),
-    ("get", "/Thingworx/{collection}", "the entities of a collection the caller can see", "InfoTable"),
-    ("get", "/Thingworx/{collection}/{name}", "an entity's metadata (needs design-time Read)", ""),
-    ("post", "/Thingworx/{collection}/{name}/Services/{service}", "invokes a service; body: JSON object of parameters", "InfoTable"),
-    ("get", "/Thingworx/Things/{thing}/Properties", "every property the caller may read, as one row", "InfoTable"),
-    ("get", "/Thingworx/Things/{thing}/Properties/{property}", "one property value", "InfoTable"),
-    ("put", "/Thingworx/Things/{thing}/Properties/{property}", "writes one property: body {\"property\": value}", "InfoTable"),
+    (
+        "get",
+        "/Thingworx/AuditLog",
+        "audit entries, newest first (query: category, principal, entity, since, until, limit)",
+        "InfoTable",
+    ),
+    (
+        "get",
+        "/Thingworx/{collection}",
+        "the entities of a collection the caller can see",
+        "InfoTable",
+    ),
+    (
+        "get",
+        "/Thingworx/{collection}/{name}",
+        "an entity's metadata (needs design-time Read)",
+        "",
+    ),
+    (
+        "post",
+        "/Thingworx/{collection}/{name}/Services/{service}",
+        "invokes a service; body: JSON object of parameters",
+        "InfoTable",
+    ),
+    (
+        "get",
+        "/Thingworx/Things/{thing}/Properties",
+        "every property the caller may read, as one row",
+        "InfoTable",
+    ),
+    (
+        "get",
+        "/Thingworx/Things/{thing}/Properties/{property}",
+        "one property value",
+        "InfoTable",
+    ),
+    (
+        "put",
+        "/Thingworx/Things/{thing}/Properties/{property}",
+        "writes one property: body {\"property\": value}",
+        "InfoTable",
+    ),
 ];
 
 fn path_params(path: &str) -> Vec<Value> {
@@ -68,7 +108,12 @@ fn service_operation(d: &ServiceDef) -> Value {
             (f.name.clone(), s)
         })
         .collect();
-    let required: Vec<&str> = d.inputs.iter().filter(|f| f.required).map(|f| f.name.as_str()).collect();
+    let required: Vec<&str> = d
+        .inputs
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| f.name.as_str())
+        .collect();
     json!({
         "summary": d.description,
         "operationId": d.name,
@@ -83,16 +128,32 @@ pub fn document() -> Value {
     settings.definitions_path = "#/components/schemas/".into();
     let mut generator = settings.into_generator();
     let mut schemas = Map::new();
-    schemas.insert("InfoTable".into(), generator.subschema_for::<InfoTable>().to_value());
-    schemas.insert("Error".into(), generator.subschema_for::<Error>().to_value());
-    schemas.insert("AuditEntry".into(), generator.subschema_for::<AuditEntry>().to_value());
-    schemas.insert("Health".into(), json!({"type": "object", "properties": {"status": {"type": "string"}}}));
+    schemas.insert(
+        "InfoTable".into(),
+        generator.subschema_for::<InfoTable>().to_value(),
+    );
+    schemas.insert(
+        "Error".into(),
+        generator.subschema_for::<Error>().to_value(),
+    );
+    schemas.insert(
+        "AuditEntry".into(),
+        generator.subschema_for::<AuditEntry>().to_value(),
+    );
+    schemas.insert(
+        "Health".into(),
+        json!({"type": "object", "properties": {"status": {"type": "string"}}}),
+    );
     for (k, v) in generator.take_definitions(true) {
         schemas.insert(k, v);
     }
     // A `$ref` at the top of a component would point at itself; inline the definitions instead.
     for name in ["InfoTable", "Error", "AuditEntry"] {
-        if let Some(def) = schemas.get(name).and_then(|v| v.get("$ref")).and_then(Value::as_str) {
+        if let Some(def) = schemas
+            .get(name)
+            .and_then(|v| v.get("$ref"))
+            .and_then(Value::as_str)
+        {
             let target = def.trim_start_matches("#/components/schemas/").to_string();
             if target != name {
                 if let Some(body) = schemas.get(&target).cloned() {
@@ -119,7 +180,11 @@ pub fn document() -> Value {
     ];
     for (kind, name) in examples {
         for d in services_for(kind, name) {
-            let path = format!("/Thingworx/{}/{name}/Services/{}", kind.collection(), d.name);
+            let path = format!(
+                "/Thingworx/{}/{name}/Services/{}",
+                kind.collection(),
+                d.name
+            );
             let mut op = service_operation(d);
             op["parameters"] = Value::Array(path_params(&path));
             op["operationId"] = format!("{}_{}", kind.as_str(), d.name).into();

@@ -82,7 +82,9 @@ impl BaseType {
             BaseType::Integer => serde_json::json!({"type": "integer", "format": "int32"}),
             BaseType::Long => serde_json::json!({"type": "integer", "format": "int64"}),
             BaseType::Boolean => serde_json::json!({"type": "boolean"}),
-            BaseType::Datetime => serde_json::json!({"oneOf": [{"type": "integer", "description": "milliseconds since the epoch"}, {"type": "string", "format": "date-time"}]}),
+            BaseType::Datetime => {
+                serde_json::json!({"oneOf": [{"type": "integer", "description": "milliseconds since the epoch"}, {"type": "string", "format": "date-time"}]})
+            }
             BaseType::Json => serde_json::json!({}),
             BaseType::Infotable => serde_json::json!({"$ref": "#/components/schemas/InfoTable"}),
             BaseType::Nothing => serde_json::json!({"type": "null"}),
@@ -173,14 +175,18 @@ impl FieldDef {
 
     /// Validates `value` against this field and returns its normalised form.
     /// `what` names the field in errors, e.g. "parameter 'name'" or "property 'p'".
-    pub fn check(&self, what: &str, value: Value, shapes: &dyn ShapeLookup) -> Result<Value, ApiError> {
+    pub fn check(
+        &self,
+        what: &str,
+        value: Value,
+        shapes: &dyn ShapeLookup,
+    ) -> Result<Value, ApiError> {
         if value.is_null() {
             return Ok(Value::Null);
         }
         let t = self.base_type;
-        let wrong = |v: &Value| {
-            ApiError::bad_request(format!("{what} must be {t}, got {}", json_kind(v)))
-        };
+        let wrong =
+            |v: &Value| ApiError::bad_request(format!("{what} must be {t}, got {}", json_kind(v)));
         match t {
             BaseType::String => match &value {
                 Value::String(s) if s.len() > MAX_STRING_LEN => Err(ApiError::unprocessable(format!(
@@ -244,7 +250,12 @@ impl FieldDef {
         }
     }
 
-    fn check_infotable(&self, what: &str, value: Value, shapes: &dyn ShapeLookup) -> Result<Value, ApiError> {
+    fn check_infotable(
+        &self,
+        what: &str,
+        value: Value,
+        shapes: &dyn ShapeLookup,
+    ) -> Result<Value, ApiError> {
         let Value::Object(mut obj) = value else {
             return Err(ApiError::bad_request(format!(
                 "{what} must be INFOTABLE: an object with \"rows\", got {}",
@@ -262,18 +273,24 @@ impl FieldDef {
             }
         };
         if rows.len() > MAX_ROWS {
-            return Err(ApiError::unprocessable(format!("{what} has more than {MAX_ROWS} rows")));
+            return Err(ApiError::unprocessable(format!(
+                "{what} has more than {MAX_ROWS} rows"
+            )));
         }
         let fields = match &self.data_shape {
             Some(ds) => Some(shapes.data_shape_fields(ds).ok_or_else(|| {
-                ApiError::unprocessable(format!("{what} uses data shape '{ds}' which does not exist"))
+                ApiError::unprocessable(format!(
+                    "{what} uses data shape '{ds}' which does not exist"
+                ))
             })?),
             None => None,
         };
         let mut out_rows = Vec::with_capacity(rows.len());
         for (i, row) in rows.into_iter().enumerate() {
             let Value::Object(row) = row else {
-                return Err(ApiError::bad_request(format!("{what}.rows[{i}] must be an object")));
+                return Err(ApiError::bad_request(format!(
+                    "{what}.rows[{i}] must be an object"
+                )));
             };
             let Some(fields) = fields else {
                 out_rows.push(Value::Object(row));
@@ -328,7 +345,8 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
 
 /// Milliseconds since the epoch, now.
 pub fn now_millis() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -344,7 +362,13 @@ mod tests {
     fn integer_range_and_type() {
         let f = FieldDef::new("n", BaseType::Integer);
         assert_eq!(f.check("n", json!(5), &none()).unwrap(), json!(5));
-        assert_eq!(f.check("n", json!(1u64 << 40), &none()).unwrap_err().status.as_u16(), 422);
+        assert_eq!(
+            f.check("n", json!(1u64 << 40), &none())
+                .unwrap_err()
+                .status
+                .as_u16(),
+            422
+        );
         let e = f.check("parameter 'n'", json!("5"), &none()).unwrap_err();
         assert_eq!(e.message, "parameter 'n' must be INTEGER, got string");
         assert!(f.check("n", json!(1.5), &none()).is_err());
@@ -353,7 +377,11 @@ mod tests {
     #[test]
     fn datetime_normalises_to_millis() {
         let f = FieldDef::new("d", BaseType::Datetime);
-        assert_eq!(f.check("d", json!("1970-01-01T00:00:01Z"), &none()).unwrap(), json!(1000));
+        assert_eq!(
+            f.check("d", json!("1970-01-01T00:00:01Z"), &none())
+                .unwrap(),
+            json!(1000)
+        );
         assert_eq!(f.check("d", json!(42), &none()).unwrap(), json!(42));
         assert!(f.check("d", json!("yesterday"), &none()).is_err());
     }
@@ -363,22 +391,39 @@ mod tests {
         let mut shapes = none();
         shapes.insert(
             "EP".into(),
-            vec![FieldDef::new("name", BaseType::String).required(), FieldDef::new("port", BaseType::Integer)],
+            vec![
+                FieldDef::new("name", BaseType::String).required(),
+                FieldDef::new("port", BaseType::Integer),
+            ],
         );
         let f = FieldDef::new("endpoints", BaseType::Infotable).shape("EP");
-        let ok = f.check("e", json!({"rows": [{"name": "ssh", "port": 22}]}), &shapes).unwrap();
+        let ok = f
+            .check("e", json!({"rows": [{"name": "ssh", "port": 22}]}), &shapes)
+            .unwrap();
         assert_eq!(ok["rows"][0]["port"], json!(22));
         assert!(ok["dataShape"]["fieldDefinitions"]["port"].is_object());
-        assert!(f.check("e", json!({"rows": [{"name": "ssh", "port": "x"}]}), &shapes).is_err());
-        assert!(f.check("e", json!({"rows": [{"port": 1}]}), &shapes).is_err());
-        assert!(f.check("e", json!({"rows": [{"name": "a", "extra": 1}]}), &shapes).is_err());
+        assert!(f
+            .check(
+                "e",
+                json!({"rows": [{"name": "ssh", "port": "x"}]}),
+                &shapes
+            )
+            .is_err());
+        assert!(f
+            .check("e", json!({"rows": [{"port": 1}]}), &shapes)
+            .is_err());
+        assert!(f
+            .check("e", json!({"rows": [{"name": "a", "extra": 1}]}), &shapes)
+            .is_err());
         assert!(f.check("e", json!([1]), &shapes).is_err());
     }
 
     #[test]
     fn guid_and_thingname() {
         let g = FieldDef::new("g", BaseType::Guid);
-        assert!(g.check("g", json!("123e4567-e89b-12d3-a456-426614174000"), &none()).is_ok());
+        assert!(g
+            .check("g", json!("123e4567-e89b-12d3-a456-426614174000"), &none())
+            .is_ok());
         assert!(g.check("g", json!("123e4567"), &none()).is_err());
         let t = FieldDef::new("t", BaseType::Thingname);
         assert!(t.check("t", json!("../etc"), &none()).is_err());

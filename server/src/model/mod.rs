@@ -56,7 +56,9 @@ impl Model {
             EntityKind::ApplicationKey => self.app_keys.contains_key(name),
             EntityKind::Subsystem => self.subsystems.contains_key(name),
             EntityKind::Resource => self.resources.iter().any(|r| r == name),
-            EntityKind::Collection => EntityKind::from_collection(name).is_some_and(|k| k != EntityKind::Collection),
+            EntityKind::Collection => {
+                EntityKind::from_collection(name).is_some_and(|k| k != EntityKind::Collection)
+            }
         }
     }
 
@@ -113,7 +115,12 @@ impl Model {
     }
 
     /// Inserts an entity from its persisted body (used at load and when applying writes).
-    pub fn put_body(&mut self, kind: EntityKind, name: &str, body: serde_json::Value) -> Result<(), serde_json::Error> {
+    pub fn put_body(
+        &mut self,
+        kind: EntityKind,
+        name: &str,
+        body: serde_json::Value,
+    ) -> Result<(), serde_json::Error> {
         let n = name.to_string();
         match kind {
             EntityKind::Thing => {
@@ -219,7 +226,9 @@ impl Model {
 
     /// One property definition of a Thing.
     pub fn thing_property<'a>(&'a self, thing: &'a Thing, name: &str) -> Option<&'a FieldDef> {
-        self.thing_properties(thing).into_iter().find(|d| d.name == name)
+        self.thing_properties(thing)
+            .into_iter()
+            .find(|d| d.name == name)
     }
 
     /// A Thing's current value of a property: the written value, else the default, else null.
@@ -237,7 +246,9 @@ impl Model {
         let mut names = HashSet::new();
         let mut out = Vec::new();
         for t in self.template_chain(template) {
-            let Some(tt) = self.templates.get(t) else { continue };
+            let Some(tt) = self.templates.get(t) else {
+                continue;
+            };
             let shape_defs = tt
                 .shapes
                 .iter()

@@ -71,7 +71,19 @@ mod tests {
     #[test]
     fn refuses_hostile_names() {
         let long = "a".repeat(129);
-        for n in ["", "../x", "a/b", "a\\b", "x'; DROP TABLE t;--", "\"q\"", " a", "a b", "-a", &long, "a\nb"] {
+        for n in [
+            "",
+            "../x",
+            "a/b",
+            "a\\b",
+            "x'; DROP TABLE t;--",
+            "\"q\"",
+            " a",
+            "a b",
+            "-a",
+            &long,
+            "a\nb",
+        ] {
             assert!(!is_valid(n), "{n:?}");
         }
     }

@@ -42,7 +42,12 @@ pub enum RunPerm {
 }
 
 impl DesignPerm {
-    pub const ALL: [DesignPerm; 4] = [DesignPerm::Create, DesignPerm::Read, DesignPerm::Update, DesignPerm::Delete];
+    pub const ALL: [DesignPerm; 4] = [
+        DesignPerm::Create,
+        DesignPerm::Read,
+        DesignPerm::Update,
+        DesignPerm::Delete,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             DesignPerm::Create => "Create",
@@ -118,7 +123,11 @@ pub struct Acl {
 
 impl Acl {
     pub fn is_empty(&self) -> bool {
-        self.owner.is_none() && self.design.is_empty() && self.runtime.is_empty() && self.visibility.is_empty() && self.instance_visibility.is_empty()
+        self.owner.is_none()
+            && self.design.is_empty()
+            && self.runtime.is_empty()
+            && self.visibility.is_empty()
+            && self.instance_visibility.is_empty()
     }
     /// Drops every grant to `principal` (when the user or group is deleted).
     pub fn forget_principal(&mut self, principal: &Member) -> bool {

@@ -73,7 +73,9 @@ impl Model {
         if who.admin {
             return true;
         }
-        let sees = |orgs: Option<&std::collections::BTreeSet<String>>| orgs.is_some_and(|o| o.iter().any(|org| who.orgs.contains(org)));
+        let sees = |orgs: Option<&std::collections::BTreeSet<String>>| {
+            orgs.is_some_and(|o| o.iter().any(|org| who.orgs.contains(org)))
+        };
         if self.acl(kind, name).and_then(|a| a.owner.as_deref()) == Some(who.name.as_str()) {
             return true;
         }
@@ -84,17 +86,29 @@ impl Model {
                 if sees(self.acl(kind, name).map(|a| &a.visibility)) {
                     return true;
                 }
-                let template = self.things.get(name).map(|t| t.template.as_str()).unwrap_or_default();
-                self.template_chain(template)
-                    .into_iter()
-                    .any(|t| sees(self.acl(EntityKind::ThingTemplate, t).map(|a| &a.instance_visibility)))
+                let template = self
+                    .things
+                    .get(name)
+                    .map(|t| t.template.as_str())
+                    .unwrap_or_default();
+                self.template_chain(template).into_iter().any(|t| {
+                    sees(
+                        self.acl(EntityKind::ThingTemplate, t)
+                            .map(|a| &a.instance_visibility),
+                    )
+                })
             }
             _ => sees(self.acl(kind, name).map(|a| &a.visibility)),
         }
     }
 
     /// `404 Entity Not Found` unless the entity exists and is visible to the caller.
-    pub fn check_visible(&self, who: &Principal, kind: EntityKind, name: &str) -> Result<(), ApiError> {
+    pub fn check_visible(
+        &self,
+        who: &Principal,
+        kind: EntityKind,
+        name: &str,
+    ) -> Result<(), ApiError> {
         if self.is_visible(who, kind, name) {
             Ok(())
         } else {
@@ -103,7 +117,13 @@ impl Model {
     }
 
     /// Visibility, then a design-time permission on the entity (or its whole collection).
-    pub fn check_design(&self, who: &Principal, kind: EntityKind, name: &str, perm: DesignPerm) -> Result<(), ApiError> {
+    pub fn check_design(
+        &self,
+        who: &Principal,
+        kind: EntityKind,
+        name: &str,
+        perm: DesignPerm,
+    ) -> Result<(), ApiError> {
         self.check_visible(who, kind, name)?;
         if who.admin || self.design_allowed(who, kind, Some(name), perm) {
             return Ok(());
@@ -112,7 +132,12 @@ impl Model {
     }
 
     /// A design-time permission on a whole collection (e.g. `Create` on `Things`).
-    pub fn check_collection(&self, who: &Principal, kind: EntityKind, perm: DesignPerm) -> Result<(), ApiError> {
+    pub fn check_collection(
+        &self,
+        who: &Principal,
+        kind: EntityKind,
+        perm: DesignPerm,
+    ) -> Result<(), ApiError> {
         if who.admin || self.design_allowed(who, kind, None, perm) {
             return Ok(());
         }
@@ -120,11 +145,20 @@ impl Model {
         Err(ApiError::not_authorized(perm.as_str(), c, c))
     }
 
-    fn design_allowed(&self, who: &Principal, kind: EntityKind, name: Option<&str>, perm: DesignPerm) -> bool {
+    fn design_allowed(
+        &self,
+        who: &Principal,
+        kind: EntityKind,
+        name: Option<&str>,
+        perm: DesignPerm,
+    ) -> bool {
         let acl = name.and_then(|n| self.acl(kind, n));
-        let owner = acl.and_then(|a| a.owner.as_deref()) == Some(who.name.as_str()) && perm != DesignPerm::Create;
+        let owner = acl.and_then(|a| a.owner.as_deref()) == Some(who.name.as_str())
+            && perm != DesignPerm::Create;
         let entity = acl.map(|a| a.design.as_slice());
-        let collection = self.acl(EntityKind::Collection, kind.collection()).map(|a| a.design.as_slice());
+        let collection = self
+            .acl(EntityKind::Collection, kind.collection())
+            .map(|a| a.design.as_slice());
         let grants = entity
             .unwrap_or_default()
             .iter()
@@ -137,7 +171,14 @@ impl Model {
 
     /// Visibility, then a run-time permission on one resource (property, service, event) of a
     /// Thing (including its templates' instance permissions) or of a subsystem.
-    pub fn check_runtime(&self, who: &Principal, kind: EntityKind, name: &str, perm: RunPerm, resource: &str) -> Result<(), ApiError> {
+    pub fn check_runtime(
+        &self,
+        who: &Principal,
+        kind: EntityKind,
+        name: &str,
+        perm: RunPerm,
+        resource: &str,
+    ) -> Result<(), ApiError> {
         self.check_visible(who, kind, name)?;
         if who.admin || self.runtime_allowed(who, kind, name, perm, resource) {
             return Ok(());
@@ -146,7 +187,14 @@ impl Model {
     }
 
     /// Whether a run-time permission is granted (the caller is assumed to see the entity).
-    pub fn runtime_allowed(&self, who: &Principal, kind: EntityKind, name: &str, perm: RunPerm, resource: &str) -> bool {
+    pub fn runtime_allowed(
+        &self,
+        who: &Principal,
+        kind: EntityKind,
+        name: &str,
+        perm: RunPerm,
+        resource: &str,
+    ) -> bool {
         if who.admin {
             return true;
         }
@@ -163,7 +211,11 @@ impl Model {
         let grants = acls
             .iter()
             .flat_map(|a| a.runtime.iter())
-            .filter(|g| g.perm == perm && (g.resource == "*" || g.resource == resource) && who.is(&g.principal))
+            .filter(|g| {
+                g.perm == perm
+                    && (g.resource == "*" || g.resource == resource)
+                    && who.is(&g.principal)
+            })
             .map(|g| g.allow);
         weigh(grants) == Decision::Allow
     }

@@ -22,7 +22,11 @@ pub fn query(params: &Params) -> ApiResult<AuditQuery> {
     let limit = match params.i64("limit") {
         None => DEFAULT_LIMIT,
         Some(l) if (1..=i64::from(MAX_LIMIT)).contains(&l) => l as u32,
-        Some(_) => return Err(ApiError::unprocessable(format!("parameter 'limit' must be in 1..{MAX_LIMIT}"))),
+        Some(_) => {
+            return Err(ApiError::unprocessable(format!(
+                "parameter 'limit' must be in 1..{MAX_LIMIT}"
+            )))
+        }
     };
     Ok(AuditQuery {
         category,

@@ -23,17 +23,27 @@ pub const BUILT_IN: &[(EntityKind, &str)] = &[
 ];
 
 fn kind_of(service: &str) -> Option<EntityKind> {
-    let noun = service.strip_prefix("Create").or_else(|| service.strip_prefix("Delete"))?;
+    let noun = service
+        .strip_prefix("Create")
+        .or_else(|| service.strip_prefix("Delete"))?;
     EntityKind::parse(noun)
 }
 
-pub async fn run(p: &Platform, ctx: &Ctx, def: &ServiceDef, params: Params) -> ApiResult<InfoTable> {
-    let kind = kind_of(def.name).ok_or_else(|| ApiError::bad_request(format!("service '{}' is not implemented", def.name)))?;
+pub async fn run(
+    p: &Platform,
+    ctx: &Ctx,
+    def: &ServiceDef,
+    params: Params,
+) -> ApiResult<InfoTable> {
+    let kind = kind_of(def.name).ok_or_else(|| {
+        ApiError::bad_request(format!("service '{}' is not implemented", def.name))
+    })?;
     let name = params.str("name").to_string();
     if def.name.starts_with("Delete") {
         return delete(p, ctx, kind, &name).await;
     }
-    p.model().check_collection(&ctx.who, kind, DesignPerm::Create)?;
+    p.model()
+        .check_collection(&ctx.who, kind, DesignPerm::Create)?;
     names::validate(kind.as_str(), &name)?;
     // Expensive or random preparation happens before the write gate is taken.
     let password_hash = if kind == EntityKind::User {
@@ -43,7 +53,10 @@ pub async fn run(p: &Platform, ctx: &Ctx, def: &ServiceDef, params: Params) -> A
         None
     };
     let key_value = (kind == EntityKind::ApplicationKey).then(secrets::new_app_key);
-    let description = params.opt_str("description").unwrap_or_default().to_string();
+    let description = params
+        .opt_str("description")
+        .unwrap_or_default()
+        .to_string();
     let result = p
         .commit(|m| {
             if m.exists(kind, &name) {
@@ -145,11 +158,17 @@ pub async fn run(p: &Platform, ctx: &Ctx, def: &ServiceDef, params: Params) -> A
 }
 
 fn string_list(params: &Params, param: &str, what: &str) -> ApiResult<Vec<String>> {
-    let Some(v) = params.get(param) else { return Ok(vec![]) };
-    let arr = v.as_array().ok_or_else(|| ApiError::bad_request(format!("parameter '{param}' must be an array of strings")))?;
+    let Some(v) = params.get(param) else {
+        return Ok(vec![]);
+    };
+    let arr = v.as_array().ok_or_else(|| {
+        ApiError::bad_request(format!("parameter '{param}' must be an array of strings"))
+    })?;
     arr.iter()
         .map(|x| {
-            let s = x.as_str().ok_or_else(|| ApiError::bad_request(format!("parameter '{param}' must be an array of strings")))?;
+            let s = x.as_str().ok_or_else(|| {
+                ApiError::bad_request(format!("parameter '{param}' must be an array of strings"))
+            })?;
             names::validate(what, s)?;
             Ok(s.to_string())
         })
@@ -157,25 +176,43 @@ fn string_list(params: &Params, param: &str, what: &str) -> ApiResult<Vec<String
 }
 
 fn data_shape_fields(m: &Model, fields: Option<&Value>) -> ApiResult<Vec<FieldDef>> {
-    let rows = fields.and_then(|f| f["rows"].as_array()).cloned().unwrap_or_default();
+    let rows = fields
+        .and_then(|f| f["rows"].as_array())
+        .cloned()
+        .unwrap_or_default();
     if rows.is_empty() {
-        return Err(ApiError::bad_request("parameter 'fields' must have at least one row"));
+        return Err(ApiError::bad_request(
+            "parameter 'fields' must have at least one row",
+        ));
     }
     let mut out: Vec<FieldDef> = Vec::new();
     for (i, r) in rows.iter().enumerate() {
-        let name = r["name"].as_str().ok_or_else(|| ApiError::bad_request(format!("parameter 'fields'.rows[{i}].name must be a string")))?;
+        let name = r["name"].as_str().ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "parameter 'fields'.rows[{i}].name must be a string"
+            ))
+        })?;
         names::validate("field", name)?;
         if out.iter().any(|f| f.name == name) {
-            return Err(ApiError::bad_request(format!("parameter 'fields' defines '{name}' twice")));
+            return Err(ApiError::bad_request(format!(
+                "parameter 'fields' defines '{name}' twice"
+            )));
         }
-        let bt = BaseType::parse(r["baseType"].as_str().unwrap_or_default())
-            .map_err(|e| ApiError::bad_request(format!("parameter 'fields'.rows[{i}].baseType: {}", e.message)))?;
+        let bt = BaseType::parse(r["baseType"].as_str().unwrap_or_default()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "parameter 'fields'.rows[{i}].baseType: {}",
+                e.message
+            ))
+        })?;
         let mut f = FieldDef::new(name, bt);
         f.description = r["description"].as_str().unwrap_or_default().to_string();
         f.required = r["required"].as_bool().unwrap_or(false);
         if let Some(ds) = r["dataShape"].as_str() {
             if !m.data_shapes.contains_key(ds) {
-                return Err(ApiError::unprocessable(format!("parameter 'fields'.rows[{i}].dataShape: data shape '{}' does not exist", names::printable(ds))));
+                return Err(ApiError::unprocessable(format!(
+                    "parameter 'fields'.rows[{i}].dataShape: data shape '{}' does not exist",
+                    names::printable(ds)
+                )));
             }
             f.data_shape = Some(ds.to_string());
         }
@@ -192,24 +229,50 @@ fn users_of(m: &Model, kind: EntityKind, name: &str) -> Vec<String> {
             .iter()
             .filter(|(_, t)| t.template == name)
             .map(|(n, _)| format!("Thing {n}"))
-            .chain(m.templates.iter().filter(|(_, t)| t.base.as_deref() == Some(name)).map(|(n, _)| format!("ThingTemplate {n}")))
+            .chain(
+                m.templates
+                    .iter()
+                    .filter(|(_, t)| t.base.as_deref() == Some(name))
+                    .map(|(n, _)| format!("ThingTemplate {n}")),
+            )
             .collect(),
         EntityKind::ThingShape => m
             .things
             .iter()
             .filter(|(_, t)| t.shapes.iter().any(|s| s == name))
             .map(|(n, _)| format!("Thing {n}"))
-            .chain(m.templates.iter().filter(|(_, t)| t.shapes.iter().any(|s| s == name)).map(|(n, _)| format!("ThingTemplate {n}")))
+            .chain(
+                m.templates
+                    .iter()
+                    .filter(|(_, t)| t.shapes.iter().any(|s| s == name))
+                    .map(|(n, _)| format!("ThingTemplate {n}")),
+            )
             .collect(),
         EntityKind::DataShape => {
-            let uses = |defs: &[FieldDef]| defs.iter().any(|d| d.data_shape.as_deref() == Some(name));
+            let uses =
+                |defs: &[FieldDef]| defs.iter().any(|d| d.data_shape.as_deref() == Some(name));
             m.things
                 .iter()
                 .filter(|(_, t)| uses(&t.properties))
                 .map(|(n, _)| format!("Thing {n}"))
-                .chain(m.templates.iter().filter(|(_, t)| uses(&t.properties)).map(|(n, _)| format!("ThingTemplate {n}")))
-                .chain(m.shapes.iter().filter(|(_, t)| uses(&t.properties)).map(|(n, _)| format!("ThingShape {n}")))
-                .chain(m.data_shapes.iter().filter(|(_, t)| uses(&t.fields)).map(|(n, _)| format!("DataShape {n}")))
+                .chain(
+                    m.templates
+                        .iter()
+                        .filter(|(_, t)| uses(&t.properties))
+                        .map(|(n, _)| format!("ThingTemplate {n}")),
+                )
+                .chain(
+                    m.shapes
+                        .iter()
+                        .filter(|(_, t)| uses(&t.properties))
+                        .map(|(n, _)| format!("ThingShape {n}")),
+                )
+                .chain(
+                    m.data_shapes
+                        .iter()
+                        .filter(|(_, t)| uses(&t.fields))
+                        .map(|(n, _)| format!("DataShape {n}")),
+                )
                 .collect()
         }
         _ => vec![],
@@ -222,18 +285,38 @@ async fn delete(p: &Platform, ctx: &Ctx, kind: EntityKind, name: &str) -> ApiRes
     p.commit(|m| {
         m.check_design(&ctx.who, kind, name, DesignPerm::Delete)?;
         if BUILT_IN.contains(&(kind, name)) {
-            return Err(ApiError::conflict(format!("{kind} '{name}' is built in and cannot be deleted")));
+            return Err(ApiError::conflict(format!(
+                "{kind} '{name}' is built in and cannot be deleted"
+            )));
         }
         let used = users_of(m, kind, name);
         if !used.is_empty() {
-            return Err(ApiError::conflict(format!("{kind} '{name}' is in use by {}", used.join(", "))));
+            return Err(ApiError::conflict(format!(
+                "{kind} '{name}' is in use by {}",
+                used.join(", ")
+            )));
         }
-        let mut writes = vec![Write::DeleteEntity { kind, name: name.to_string() }];
+        let mut writes = vec![Write::DeleteEntity {
+            kind,
+            name: name.to_string(),
+        }];
         match kind {
-            EntityKind::Thing => writes.push(Write::DeleteValues { thing: name.to_string() }),
+            EntityKind::Thing => writes.push(Write::DeleteValues {
+                thing: name.to_string(),
+            }),
             EntityKind::User | EntityKind::Group => {
-                let me = Member { kind: if kind == EntityKind::User { PrincipalKind::User } else { PrincipalKind::Group }, name: name.to_string() };
-                for (ckind, sets) in [(EntityKind::Group, &m.groups), (EntityKind::Organization, &m.orgs)] {
+                let me = Member {
+                    kind: if kind == EntityKind::User {
+                        PrincipalKind::User
+                    } else {
+                        PrincipalKind::Group
+                    },
+                    name: name.to_string(),
+                };
+                for (ckind, sets) in [
+                    (EntityKind::Group, &m.groups),
+                    (EntityKind::Organization, &m.orgs),
+                ] {
                     for (n, set) in sets.iter().filter(|(_, s)| s.members.contains(&me)) {
                         let mut set = set.clone();
                         set.members.remove(&me);
@@ -248,7 +331,10 @@ async fn delete(p: &Platform, ctx: &Ctx, kind: EntityKind, name: &str) -> ApiRes
                 }
                 if kind == EntityKind::User {
                     for (kn, _) in m.app_keys.iter().filter(|(_, k)| k.user == name) {
-                        writes.push(Write::DeleteEntity { kind: EntityKind::ApplicationKey, name: kn.clone() });
+                        writes.push(Write::DeleteEntity {
+                            kind: EntityKind::ApplicationKey,
+                            name: kn.clone(),
+                        });
                     }
                 }
             }
@@ -264,7 +350,13 @@ async fn delete(p: &Platform, ctx: &Ctx, kind: EntityKind, name: &str) -> ApiRes
             }
             _ => {}
         }
-        let category = if matches!(kind, EntityKind::User | EntityKind::Group | EntityKind::Organization | EntityKind::ApplicationKey) {
+        let category = if matches!(
+            kind,
+            EntityKind::User
+                | EntityKind::Group
+                | EntityKind::Organization
+                | EntityKind::ApplicationKey
+        ) {
             Category::Security
         } else {
             Category::Entity

@@ -11,43 +11,88 @@ use crate::platform::{put_entity, Ctx, Platform};
 use crate::security::{secrets, ADMINISTRATOR, ADMINISTRATORS};
 use serde_json::json;
 
-pub async fn run(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, def: &ServiceDef, params: Params) -> ApiResult<InfoTable> {
+pub async fn run(
+    p: &Platform,
+    ctx: &Ctx,
+    kind: EntityKind,
+    entity: &str,
+    def: &ServiceDef,
+    params: Params,
+) -> ApiResult<InfoTable> {
     match def.name {
         "GetMembers" => {
             let m = p.model();
-            let set = if kind == EntityKind::Group { m.groups.get(entity) } else { m.orgs.get(entity) };
+            let set = if kind == EntityKind::Group {
+                m.groups.get(entity)
+            } else {
+                m.orgs.get(entity)
+            };
             let set = set.ok_or_else(|| ApiError::entity_not_found(entity))?;
-            let mut t = InfoTable::new(&[FieldDef::new("name", BaseType::String), FieldDef::new("type", BaseType::String)]);
+            let mut t = InfoTable::new(&[
+                FieldDef::new("name", BaseType::String),
+                FieldDef::new("type", BaseType::String),
+            ]);
             for mem in &set.members {
                 t.push(json!({"name": mem.name, "type": mem.kind.as_str()}));
             }
             Ok(t)
         }
-        "AddMember" | "RemoveMember" => membership(p, ctx, kind, entity, def.name == "AddMember", &params).await,
+        "AddMember" | "RemoveMember" => {
+            membership(p, ctx, kind, entity, def.name == "AddMember", &params).await
+        }
         "SetPassword" => set_password(p, ctx, entity, params.str("password"), None).await,
         "ChangePassword" => {
             if ctx.who.name != entity {
                 return Err(ApiError::not_authorized("ChangePassword", entity, entity));
             }
-            set_password(p, ctx, entity, params.str("newPassword"), Some(params.str("oldPassword"))).await
+            set_password(
+                p,
+                ctx,
+                entity,
+                params.str("newPassword"),
+                Some(params.str("oldPassword")),
+            )
+            .await
         }
-        other => Err(ApiError::bad_request(format!("service '{other}' is not implemented here"))),
+        other => Err(ApiError::bad_request(format!(
+            "service '{other}' is not implemented here"
+        ))),
     }
 }
 
-async fn membership(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, add: bool, params: &Params) -> ApiResult<InfoTable> {
+async fn membership(
+    p: &Platform,
+    ctx: &Ctx,
+    kind: EntityKind,
+    entity: &str,
+    add: bool,
+    params: &Params,
+) -> ApiResult<InfoTable> {
     let mkind = PrincipalKind::parse(params.str("type")).ok_or_else(|| {
-        ApiError::bad_request(format!("parameter 'type' must be User or Group, got '{}'", printable(params.str("type"))))
+        ApiError::bad_request(format!(
+            "parameter 'type' must be User or Group, got '{}'",
+            printable(params.str("type"))
+        ))
     })?;
-    let member = Member { kind: mkind, name: params.str("member").to_string() };
+    let member = Member {
+        kind: mkind,
+        name: params.str("member").to_string(),
+    };
     p.commit(|m| {
         if !m.exists(mkind.entity_kind(), &member.name) {
             return Err(ApiError::entity_not_found(&member.name));
         }
-        let mut set = if kind == EntityKind::Group { m.groups[entity].clone() } else { m.orgs[entity].clone() };
+        let mut set = if kind == EntityKind::Group {
+            m.groups[entity].clone()
+        } else {
+            m.orgs[entity].clone()
+        };
         if add {
             if kind == EntityKind::Group && mkind == PrincipalKind::Group {
-                let container = Member { kind: PrincipalKind::Group, name: entity.to_string() };
+                let container = Member {
+                    kind: PrincipalKind::Group,
+                    name: entity.to_string(),
+                };
                 if member.name == entity || m.groups_of(&container).contains(&member.name) {
                     return Err(ApiError::conflict(format!(
                         "adding group '{}' to '{entity}' would create a membership cycle",
@@ -59,8 +104,14 @@ async fn membership(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, add
                 return Ok((vec![], ()));
             }
         } else {
-            if kind == EntityKind::Group && entity == ADMINISTRATORS && member.name == ADMINISTRATOR && mkind == PrincipalKind::User {
-                return Err(ApiError::conflict("the built-in Administrator cannot leave Administrators"));
+            if kind == EntityKind::Group
+                && entity == ADMINISTRATORS
+                && member.name == ADMINISTRATOR
+                && mkind == PrincipalKind::User
+            {
+                return Err(ApiError::conflict(
+                    "the built-in Administrator cannot leave Administrators",
+                ));
             }
             if !set.members.remove(&member) {
                 return Err(ApiError::entity_not_found(&member.name));
@@ -68,7 +119,13 @@ async fn membership(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, add
         }
         let verb = if add { "added" } else { "removed" };
         let msg = format!("{} {} {verb}", mkind.as_str(), member.name);
-        Ok((vec![put_entity(kind, entity, &set), ctx.audit(Category::Security, kind, entity, msg)], ()))
+        Ok((
+            vec![
+                put_entity(kind, entity, &set),
+                ctx.audit(Category::Security, kind, entity, msg),
+            ],
+            (),
+        ))
     })
     .await?;
     Ok(InfoTable::empty())
@@ -92,21 +149,54 @@ pub async fn hash(pw: &str) -> ApiResult<String> {
     tokio::task::spawn_blocking(move || secrets::hash_password(&pw))
         .await
         .map_err(|e| ApiError::internal("password hashing task failed", &e))?
-        .map_err(|e| ApiError::internal("password hashing failed", &std::io::Error::other(e.to_string())))
+        .map_err(|e| {
+            ApiError::internal(
+                "password hashing failed",
+                &std::io::Error::other(e.to_string()),
+            )
+        })
 }
 
-async fn set_password(p: &Platform, ctx: &Ctx, user: &str, new: &str, old: Option<&str>) -> ApiResult<InfoTable> {
-    check_password(if old.is_some() { "newPassword" } else { "password" }, new)?;
+async fn set_password(
+    p: &Platform,
+    ctx: &Ctx,
+    user: &str,
+    new: &str,
+    old: Option<&str>,
+) -> ApiResult<InfoTable> {
+    check_password(
+        if old.is_some() {
+            "newPassword"
+        } else {
+            "password"
+        },
+        new,
+    )?;
     if let Some(old) = old {
-        p.authenticate_password(user, old)
-            .await
-            .map_err(|_| ApiError::forbidden("parameter 'oldPassword' does not match the current password"))?;
+        p.authenticate_password(user, old).await.map_err(|_| {
+            ApiError::forbidden("parameter 'oldPassword' does not match the current password")
+        })?;
     }
     let h = hash(new).await?;
     p.commit(|m| {
-        let mut u = m.users.get(user).ok_or_else(|| ApiError::entity_not_found(user))?.clone();
+        let mut u = m
+            .users
+            .get(user)
+            .ok_or_else(|| ApiError::entity_not_found(user))?
+            .clone();
         u.password_hash = h;
-        Ok((vec![put_entity(EntityKind::User, user, &u), ctx.audit(Category::Security, EntityKind::User, user, "password changed")], ()))
+        Ok((
+            vec![
+                put_entity(EntityKind::User, user, &u),
+                ctx.audit(
+                    Category::Security,
+                    EntityKind::User,
+                    user,
+                    "password changed",
+                ),
+            ],
+            (),
+        ))
     })
     .await?;
     Ok(InfoTable::empty())

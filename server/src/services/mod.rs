@@ -83,9 +83,16 @@ impl Params {
         let mut given = match body {
             Value::Object(m) => m,
             Value::Null => Map::new(),
-            _ => return Err(ApiError::bad_request("request body must be a JSON object of parameters")),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "request body must be a JSON object of parameters",
+                ))
+            }
         };
-        if let Some(k) = given.keys().find(|k| !def.inputs.iter().any(|f| &f.name == *k)) {
+        if let Some(k) = given
+            .keys()
+            .find(|k| !def.inputs.iter().any(|f| &f.name == *k))
+        {
             return Err(ApiError::bad_request(format!(
                 "unknown parameter '{}' for service '{}'",
                 printable(k),
@@ -95,7 +102,11 @@ impl Params {
         let mut out = Map::new();
         for f in &def.inputs {
             let v = given.remove(&f.name).unwrap_or(Value::Null);
-            let v = if v.is_null() { f.default_value.clone().unwrap_or(Value::Null) } else { v };
+            let v = if v.is_null() {
+                f.default_value.clone().unwrap_or(Value::Null)
+            } else {
+                v
+            };
             if v.is_null() {
                 if f.required {
                     return Err(ApiError::bad_request(format!(
@@ -136,26 +147,43 @@ pub fn find(kind: EntityKind, entity: &str, service: &str) -> ApiResult<&'static
         .ok_or_else(|| {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
-                format!("Service Not Found : [{}] in [{}]", printable(service), printable(entity)),
+                format!(
+                    "Service Not Found : [{}] in [{}]",
+                    printable(service),
+                    printable(entity)
+                ),
             )
         })
 }
 
 /// Invokes a service on an entity for a caller: the one entry point of every service call.
-pub async fn invoke(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, service: &str, body: Value) -> ApiResult<InfoTable> {
+pub async fn invoke(
+    p: &Platform,
+    ctx: &Ctx,
+    kind: EntityKind,
+    entity: &str,
+    service: &str,
+    body: Value,
+) -> ApiResult<InfoTable> {
     let (def, params) = {
         let m = p.model();
         m.check_visible(&ctx.who, kind, entity)?;
         let def = find(kind, entity, service)?;
         match def.access {
-            Access::RunTime => m.check_runtime(&ctx.who, kind, entity, RunPerm::ServiceInvoke, def.name)?,
+            Access::RunTime => {
+                m.check_runtime(&ctx.who, kind, entity, RunPerm::ServiceInvoke, def.name)?
+            }
             Access::Design(perm) => m.check_design(&ctx.who, kind, entity, perm)?,
             Access::Custom => {}
         }
-        if kind == EntityKind::Thing && def.access == Access::RunTime && !things::RUNS_WHEN_DISABLED.contains(&def.name) {
-            if m.things.get(entity).is_some_and(|t| !t.enabled) {
-                return Err(ApiError::conflict(format!("Thing '{entity}' is disabled: enable it with EnableThing")));
-            }
+        if kind == EntityKind::Thing
+            && def.access == Access::RunTime
+            && !things::RUNS_WHEN_DISABLED.contains(&def.name)
+            && m.things.get(entity).is_some_and(|t| !t.enabled)
+        {
+            return Err(ApiError::conflict(format!(
+                "Thing '{entity}' is disabled: enable it with EnableThing"
+            )));
         }
         (def, Params::validate(def, body, &*m)?)
     };

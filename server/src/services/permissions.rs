@@ -43,7 +43,14 @@ fn run_perm(params: &Params) -> ApiResult<RunPerm> {
     })
 }
 
-pub async fn run(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, def: &ServiceDef, params: Params) -> ApiResult<InfoTable> {
+pub async fn run(
+    p: &Platform,
+    ctx: &Ctx,
+    kind: EntityKind,
+    entity: &str,
+    def: &ServiceDef,
+    params: Params,
+) -> ApiResult<InfoTable> {
     let key = (kind, entity.to_string());
     // Read-only listings.
     if def.name.starts_with("Get") {
@@ -52,7 +59,9 @@ pub async fn run(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, def: &
         let v = match def.name {
             "GetDesignTimePermissionsAsJSON" => json!({"permissions": acl.design}),
             "GetRunTimePermissionsAsJSON" => json!({"permissions": acl.runtime}),
-            _ => json!({"permissions": acl.visibility, "instancePermissions": acl.instance_visibility}),
+            _ => {
+                json!({"permissions": acl.visibility, "instancePermissions": acl.instance_visibility})
+            }
         };
         return Ok(InfoTable::scalar(BaseType::Json, v));
     }
@@ -61,7 +70,10 @@ pub async fn run(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, def: &
         let mut acl = m.acl.get(&key).cloned().unwrap_or_default();
         let message;
         match def.name {
-            "AddDesignTimePermission" | "DeleteDesignTimePermission" | "AddRunTimePermission" | "DeleteRunTimePermission" => {
+            "AddDesignTimePermission"
+            | "DeleteDesignTimePermission"
+            | "AddRunTimePermission"
+            | "DeleteRunTimePermission" => {
                 let who = principal(&params)?;
                 if !m.exists(who.kind.entity_kind(), &who.name) {
                     return Err(ApiError::entity_not_found(&who.name));
@@ -75,21 +87,43 @@ pub async fn run(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, def: &
                 };
                 if def.name.contains("DesignTime") {
                     let perm = design_perm(&params)?;
-                    acl.design.retain(|g| !(g.perm == perm && g.principal == who));
+                    acl.design
+                        .retain(|g| !(g.perm == perm && g.principal == who));
                     if adding {
-                        acl.design.push(DesignGrant { perm, principal: who.clone(), allow });
+                        acl.design.push(DesignGrant {
+                            perm,
+                            principal: who.clone(),
+                            allow,
+                        });
                     }
-                    message = format!("design-time {} {verb} for {} {}", perm.as_str(), who.kind.as_str(), who.name);
+                    message = format!(
+                        "design-time {} {verb} for {} {}",
+                        perm.as_str(),
+                        who.kind.as_str(),
+                        who.name
+                    );
                 } else {
                     let perm = run_perm(&params)?;
                     if resource != "*" {
                         crate::model::names::validate("resource", &resource)?;
                     }
-                    acl.runtime.retain(|g| !(g.perm == perm && g.resource == resource && g.principal == who));
+                    acl.runtime.retain(|g| {
+                        !(g.perm == perm && g.resource == resource && g.principal == who)
+                    });
                     if adding {
-                        acl.runtime.push(RunGrant { perm, resource: resource.clone(), principal: who.clone(), allow });
+                        acl.runtime.push(RunGrant {
+                            perm,
+                            resource: resource.clone(),
+                            principal: who.clone(),
+                            allow,
+                        });
                     }
-                    message = format!("run-time {} on {resource} {verb} for {} {}", perm.as_str(), who.kind.as_str(), who.name);
+                    message = format!(
+                        "run-time {} on {resource} {verb} for {} {}",
+                        perm.as_str(),
+                        who.kind.as_str(),
+                        who.name
+                    );
                 }
             }
             name => {
@@ -97,8 +131,16 @@ pub async fn run(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, def: &
                 if !m.orgs.contains_key(&org) {
                     return Err(ApiError::entity_not_found(&org));
                 }
-                let set = if name.contains("Instance") { &mut acl.instance_visibility } else { &mut acl.visibility };
-                let what = if name.contains("Instance") { "instance visibility" } else { "visibility" };
+                let set = if name.contains("Instance") {
+                    &mut acl.instance_visibility
+                } else {
+                    &mut acl.visibility
+                };
+                let what = if name.contains("Instance") {
+                    "instance visibility"
+                } else {
+                    "visibility"
+                };
                 if name.starts_with("Add") {
                     set.insert(org.clone());
                     message = format!("{what} granted to organization {org}");
@@ -109,7 +151,13 @@ pub async fn run(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, def: &
             }
         }
         let audit_kind = kind;
-        Ok((vec![put_acl(kind, entity, &acl), ctx.audit(Category::Security, audit_kind, entity, message)], ()))
+        Ok((
+            vec![
+                put_acl(kind, entity, &acl),
+                ctx.audit(Category::Security, audit_kind, entity, message),
+            ],
+            (),
+        ))
     })
     .await?;
     Ok(InfoTable::empty())

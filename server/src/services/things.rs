@@ -1,7 +1,7 @@
 //! Thing services and property access: the generic run-time services, property reads and
 //! writes (also used by the REST property routes), and property definitions.
 
-use super::{ServiceDef, Params};
+use super::{Params, ServiceDef};
 use crate::audit::Category;
 use crate::error::{ApiError, ApiResult};
 use crate::model::basetype::{BaseType, FieldDef};
@@ -14,9 +14,20 @@ use crate::store::Write;
 use serde_json::{Map, Value};
 
 /// Run-time services that still run on a disabled Thing.
-pub const RUNS_WHEN_DISABLED: &[&str] = &["EnableThing", "DisableThing", "GetMetadata", "GetPropertyValues"];
+pub const RUNS_WHEN_DISABLED: &[&str] = &[
+    "EnableThing",
+    "DisableThing",
+    "GetMetadata",
+    "GetPropertyValues",
+];
 
-pub async fn run(p: &Platform, ctx: &Ctx, thing: &str, def: &ServiceDef, params: Params) -> ApiResult<InfoTable> {
+pub async fn run(
+    p: &Platform,
+    ctx: &Ctx,
+    thing: &str,
+    def: &ServiceDef,
+    params: Params,
+) -> ApiResult<InfoTable> {
     match def.name {
         "GetPropertyValues" => read_properties(p, &ctx.who, thing),
         "SetPropertyValues" => {
@@ -25,7 +36,9 @@ pub async fn run(p: &Platform, ctx: &Ctx, thing: &str, def: &ServiceDef, params:
                 .and_then(|v| v["rows"].get(0))
                 .and_then(Value::as_object)
                 .cloned()
-                .ok_or_else(|| ApiError::bad_request("parameter 'values' must hold one row of property values"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request("parameter 'values' must hold one row of property values")
+                })?;
             write_properties(p, ctx, thing, row).await?;
             Ok(InfoTable::empty())
         }
@@ -36,18 +49,35 @@ pub async fn run(p: &Platform, ctx: &Ctx, thing: &str, def: &ServiceDef, params:
         "EnableThing" | "DisableThing" => {
             let enable = def.name == "EnableThing";
             p.commit(|m| {
-                let mut t = m.things.get(thing).ok_or_else(|| ApiError::entity_not_found(thing))?.clone();
+                let mut t = m
+                    .things
+                    .get(thing)
+                    .ok_or_else(|| ApiError::entity_not_found(thing))?
+                    .clone();
                 if t.enabled == enable {
                     return Ok((vec![], ()));
                 }
                 t.enabled = enable;
                 let what = if enable { "enabled" } else { "disabled" };
-                Ok((vec![put_entity(EntityKind::Thing, thing, &t), ctx.audit(Category::Entity, EntityKind::Thing, thing, format!("Thing {what}"))], ()))
+                Ok((
+                    vec![
+                        put_entity(EntityKind::Thing, thing, &t),
+                        ctx.audit(
+                            Category::Entity,
+                            EntityKind::Thing,
+                            thing,
+                            format!("Thing {what}"),
+                        ),
+                    ],
+                    (),
+                ))
             })
             .await?;
             Ok(InfoTable::empty())
         }
-        other => Err(ApiError::bad_request(format!("service '{other}' is not implemented on Things"))),
+        other => Err(ApiError::bad_request(format!(
+            "service '{other}' is not implemented on Things"
+        ))),
     }
 }
 
@@ -82,22 +112,40 @@ pub fn read_properties(p: &Platform, who: &Principal, thing: &str) -> ApiResult<
     let defs: Vec<&FieldDef> = m
         .thing_properties(t)
         .into_iter()
-        .filter(|d| m.runtime_allowed(who, EntityKind::Thing, thing, RunPerm::PropertyRead, &d.name))
+        .filter(|d| {
+            m.runtime_allowed(
+                who,
+                EntityKind::Thing,
+                thing,
+                RunPerm::PropertyRead,
+                &d.name,
+            )
+        })
         .collect();
     if defs.is_empty() && !m.thing_properties(t).is_empty() {
         return Err(ApiError::not_authorized("PropertyRead", "*", thing));
     }
     let fields: Vec<FieldDef> = defs.iter().map(|d| (*d).clone()).collect();
-    let row: Map<String, Value> = defs.iter().map(|d| (d.name.clone(), Model::property_value(t, d))).collect();
+    let row: Map<String, Value> = defs
+        .iter()
+        .map(|d| (d.name.clone(), Model::property_value(t, d)))
+        .collect();
     Ok(InfoTable::new(&fields).with_row(row))
 }
 
 /// One property of a Thing, as one row.
-pub fn read_property(p: &Platform, who: &Principal, thing: &str, prop: &str) -> ApiResult<InfoTable> {
+pub fn read_property(
+    p: &Platform,
+    who: &Principal,
+    thing: &str,
+    prop: &str,
+) -> ApiResult<InfoTable> {
     let m = p.model();
     m.check_runtime(who, EntityKind::Thing, thing, RunPerm::PropertyRead, prop)?;
     let t = &m.things[thing];
-    let d = m.thing_property(t, prop).ok_or_else(|| property_not_found(prop, thing))?;
+    let d = m
+        .thing_property(t, prop)
+        .ok_or_else(|| property_not_found(prop, thing))?;
     let mut row = Map::new();
     row.insert(d.name.clone(), Model::property_value(t, d));
     Ok(InfoTable::new(std::slice::from_ref(d)).with_row(row))
@@ -106,31 +154,54 @@ pub fn read_property(p: &Platform, who: &Principal, thing: &str, prop: &str) -> 
 fn property_not_found(prop: &str, thing: &str) -> ApiError {
     ApiError::new(
         axum::http::StatusCode::NOT_FOUND,
-        format!("Property Not Found : [{}] in [{}]", names::printable(prop), thing),
+        format!(
+            "Property Not Found : [{}] in [{}]",
+            names::printable(prop),
+            thing
+        ),
     )
 }
 
 /// Validates and writes property values atomically (all or none); answers the new values.
-pub async fn write_properties(p: &Platform, ctx: &Ctx, thing: &str, values: Map<String, Value>) -> ApiResult<InfoTable> {
+pub async fn write_properties(
+    p: &Platform,
+    ctx: &Ctx,
+    thing: &str,
+    values: Map<String, Value>,
+) -> ApiResult<InfoTable> {
     p.commit(|m| {
         m.check_visible(&ctx.who, EntityKind::Thing, thing)?;
         let t = &m.things[thing];
         // Permission on every property first, so a caller learns nothing about types they may not write.
         for k in values.keys() {
-            m.check_runtime(&ctx.who, EntityKind::Thing, thing, RunPerm::PropertyWrite, k)?;
+            m.check_runtime(
+                &ctx.who,
+                EntityKind::Thing,
+                thing,
+                RunPerm::PropertyWrite,
+                k,
+            )?;
         }
         if !t.enabled {
-            return Err(ApiError::conflict(format!("Thing '{thing}' is disabled: enable it with EnableThing")));
+            return Err(ApiError::conflict(format!(
+                "Thing '{thing}' is disabled: enable it with EnableThing"
+            )));
         }
         let mut writes = Vec::with_capacity(values.len());
         let mut fields = Vec::with_capacity(values.len());
         let mut row = Map::new();
         for (k, v) in values {
-            let d = m.thing_property(t, &k).ok_or_else(|| property_not_found(&k, thing))?;
+            let d = m
+                .thing_property(t, &k)
+                .ok_or_else(|| property_not_found(&k, thing))?;
             let v = d.check(&format!("property '{k}'"), v, m)?;
             fields.push(d.clone());
             row.insert(k.clone(), v.clone());
-            writes.push(Write::PutValue { thing: thing.to_string(), property: k, value: v });
+            writes.push(Write::PutValue {
+                thing: thing.to_string(),
+                property: k,
+                value: v,
+            });
         }
         Ok((writes, InfoTable::new(&fields).with_row(row)))
     })
@@ -138,14 +209,24 @@ pub async fn write_properties(p: &Platform, ctx: &Ctx, thing: &str, values: Map<
 }
 
 /// AddPropertyDefinition / RemovePropertyDefinition on a Thing, template or shape.
-pub async fn run_definition(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &str, def: &ServiceDef, params: Params) -> ApiResult<InfoTable> {
+pub async fn run_definition(
+    p: &Platform,
+    ctx: &Ctx,
+    kind: EntityKind,
+    entity: &str,
+    def: &ServiceDef,
+    params: Params,
+) -> ApiResult<InfoTable> {
     let name = params.str("name").to_string();
     names::validate("property", &name)?;
     let adding = def.name == "AddPropertyDefinition";
     let field = if adding {
         let base_type = BaseType::parse(params.str("type"))?;
         let mut f = FieldDef::new(&name, base_type);
-        f.description = params.opt_str("description").unwrap_or_default().to_string();
+        f.description = params
+            .opt_str("description")
+            .unwrap_or_default()
+            .to_string();
         f.data_shape = params.opt_str("dataShape").map(str::to_string);
         Some(f)
     } else {
@@ -157,10 +238,15 @@ pub async fn run_definition(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &
         if let Some(f) = &mut field {
             if let Some(ds) = &f.data_shape {
                 if f.base_type != BaseType::Infotable {
-                    return Err(ApiError::bad_request("parameter 'dataShape' applies only to INFOTABLE properties"));
+                    return Err(ApiError::bad_request(
+                        "parameter 'dataShape' applies only to INFOTABLE properties",
+                    ));
                 }
                 if !m.data_shapes.contains_key(ds) {
-                    return Err(ApiError::unprocessable(format!("parameter 'dataShape': data shape '{}' does not exist", names::printable(ds))));
+                    return Err(ApiError::unprocessable(format!(
+                        "parameter 'dataShape': data shape '{}' does not exist",
+                        names::printable(ds)
+                    )));
                 }
             }
             if let Some(v) = params.get("defaultValue") {
@@ -168,15 +254,30 @@ pub async fn run_definition(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &
             }
         }
         let existing: Vec<String> = match kind {
-            EntityKind::Thing => m.thing_properties(&m.things[entity]).iter().map(|d| d.name.clone()).collect(),
-            EntityKind::ThingTemplate => m.template_properties(entity).iter().map(|d| d.name.clone()).collect(),
-            _ => m.shapes[entity].properties.iter().map(|d| d.name.clone()).collect(),
+            EntityKind::Thing => m
+                .thing_properties(&m.things[entity])
+                .iter()
+                .map(|d| d.name.clone())
+                .collect(),
+            EntityKind::ThingTemplate => m
+                .template_properties(entity)
+                .iter()
+                .map(|d| d.name.clone())
+                .collect(),
+            _ => m.shapes[entity]
+                .properties
+                .iter()
+                .map(|d| d.name.clone())
+                .collect(),
         };
         let local = |defs: &mut Vec<FieldDef>| -> ApiResult<()> {
             match &field {
                 Some(f) => {
                     if existing.contains(&f.name) {
-                        return Err(ApiError::conflict(format!("property '{}' already exists on {entity}", f.name)));
+                        return Err(ApiError::conflict(format!(
+                            "property '{}' already exists on {entity}",
+                            f.name
+                        )));
                     }
                     defs.push(f.clone());
                 }
@@ -201,22 +302,34 @@ pub async fn run_definition(p: &Platform, ctx: &Ctx, kind: EntityKind, entity: &
                 let mut t = m.templates[entity].clone();
                 local(&mut t.properties)?;
                 writes.push(put_entity(kind, entity, &t));
-                m.things.iter().filter(|(_, t)| m.template_derives_from(&t.template, entity)).map(|(n, _)| n.clone()).collect()
+                m.things
+                    .iter()
+                    .filter(|(_, t)| m.template_derives_from(&t.template, entity))
+                    .map(|(n, _)| n.clone())
+                    .collect()
             }
             _ => {
                 let mut s = m.shapes[entity].clone();
                 local(&mut s.properties)?;
                 writes.push(put_entity(kind, entity, &s));
-                m.things.iter().map(|(n, _)| n.clone()).collect()
+                m.things.keys().cloned().collect()
             }
         };
         if !adding {
             for t in affected {
-                writes.push(Write::DeleteValue { thing: t, property: name.clone() });
+                writes.push(Write::DeleteValue {
+                    thing: t,
+                    property: name.clone(),
+                });
             }
         }
         let verb = if adding { "added" } else { "removed" };
-        writes.push(ctx.audit(Category::Entity, kind, entity, format!("{verb} property definition '{name}'")));
+        writes.push(ctx.audit(
+            Category::Entity,
+            kind,
+            entity,
+            format!("{verb} property definition '{name}'"),
+        ));
         Ok((writes, ()))
     })
     .await?;

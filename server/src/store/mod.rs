@@ -8,7 +8,7 @@ use crate::audit::{AuditEntry, AuditQuery, Category};
 use crate::model::entities::EntityKind;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions, Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,14 +37,60 @@ pub enum StoreError {
 /// One change, part of an atomic batch.
 #[derive(Debug, Clone)]
 pub enum Write {
-    PutEntity { kind: EntityKind, name: String, body: Value },
-    DeleteEntity { kind: EntityKind, name: String },
+    PutEntity {
+        kind: EntityKind,
+        name: String,
+        body: Value,
+    },
+    DeleteEntity {
+        kind: EntityKind,
+        name: String,
+    },
     /// Replaces the grants of an entity; an empty ACL deletes the row.
-    PutAcl { kind: EntityKind, name: String, body: Value, empty: bool },
-    PutValue { thing: String, property: String, value: Value },
-    DeleteValue { thing: String, property: String },
-    DeleteValues { thing: String },
-    Audit { principal: String, category: Category, entity: String, message: String, source_ip: String },
+    PutAcl {
+        kind: EntityKind,
+        name: String,
+        body: Value,
+        empty: bool,
+    },
+    PutValue {
+        thing: String,
+        property: String,
+        value: Value,
+    },
+    DeleteValue {
+        thing: String,
+        property: String,
+    },
+    DeleteValues {
+        thing: String,
+    },
+    Audit {
+        principal: String,
+        category: Category,
+        entity: String,
+        message: String,
+        source_ip: String,
+    },
+}
+
+impl Write {
+    /// A short description for logs: kind and name, never the body (which may hold a hash).
+    pub fn describe(&self) -> String {
+        match self {
+            Write::PutEntity { kind, name, .. } => format!("put {kind} {name}"),
+            Write::DeleteEntity { kind, name } => format!("delete {kind} {name}"),
+            Write::PutAcl { kind, name, .. } => format!("put acl of {kind} {name}"),
+            Write::PutValue {
+                thing, property, ..
+            } => format!("put value {thing}.{property}"),
+            Write::DeleteValue { thing, property } => format!("delete value {thing}.{property}"),
+            Write::DeleteValues { thing } => format!("delete values of {thing}"),
+            Write::Audit {
+                category, entity, ..
+            } => format!("audit {category} {entity}"),
+        }
+    }
 }
 
 /// What is loaded at start.
@@ -74,7 +120,9 @@ impl Store {
             // FULL: a committed transaction is on disk before the API acknowledges it.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // SQL text stays out of the logs; failures are logged by the caller without it.
+            .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -106,11 +154,12 @@ impl Store {
                 let a: String = r.try_get(0)?;
                 let b: String = r.try_get(1)?;
                 let text: String = r.try_get(2)?;
-                let v: Value = serde_json::from_str(&text).map_err(|source| StoreError::Corrupt {
-                    kind: format!("{table}.{a}"),
-                    name: b.clone(),
-                    source,
-                })?;
+                let v: Value =
+                    serde_json::from_str(&text).map_err(|source| StoreError::Corrupt {
+                        kind: format!("{table}.{a}"),
+                        name: b.clone(),
+                        source,
+                    })?;
                 let dest = match dest {
                     0 => &mut snap.entities,
                     1 => &mut snap.acls,
@@ -141,11 +190,23 @@ impl Store {
                     .await?;
                 }
                 Write::DeleteEntity { kind, name } => {
-                    for sql in ["DELETE FROM entities WHERE kind = $1 AND name = $2", "DELETE FROM acls WHERE kind = $1 AND name = $2"] {
-                        sqlx::query(sql).bind(kind.as_str()).bind(name).execute(&mut *tx).await?;
+                    for sql in [
+                        "DELETE FROM entities WHERE kind = $1 AND name = $2",
+                        "DELETE FROM acls WHERE kind = $1 AND name = $2",
+                    ] {
+                        sqlx::query(sql)
+                            .bind(kind.as_str())
+                            .bind(name)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
-                Write::PutAcl { kind, name, body, empty } => {
+                Write::PutAcl {
+                    kind,
+                    name,
+                    body,
+                    empty,
+                } => {
                     if *empty {
                         sqlx::query("DELETE FROM acls WHERE kind = $1 AND name = $2")
                             .bind(kind.as_str())
@@ -165,7 +226,11 @@ impl Store {
                         .await?;
                     }
                 }
-                Write::PutValue { thing, property, value } => {
+                Write::PutValue {
+                    thing,
+                    property,
+                    value,
+                } => {
                     sqlx::query(
                         "INSERT INTO property_values (thing, property, value, updated_at) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (thing, property) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -190,7 +255,13 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                Write::Audit { principal, category, entity, message, source_ip } => {
+                Write::Audit {
+                    principal,
+                    category,
+                    entity,
+                    message,
+                    source_ip,
+                } => {
                     sqlx::query(
                         "INSERT INTO audit_log (ts, principal, category, entity, message, source_ip) VALUES ($1, $2, $3, $4, $5, $6)",
                     )
