@@ -91,10 +91,10 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let path = req.uri().path().to_string();
     let resp = if declared.is_some_and(|n| n > s.max_body_bytes as u64) {
         body::too_large(s.max_body_bytes).into_response()
     } else {
-        let path = req.uri().path().to_string();
         match tokio::time::timeout(s.request_timeout, next.run(req)).await {
             Ok(r) => r,
             Err(_) => {
@@ -107,6 +107,8 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
             }
         }
     };
+    let elapsed = started.elapsed();
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), ?elapsed, "request");
     s.metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -114,7 +116,7 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
             status: resp.status().as_u16(),
         })
         .inc();
-    s.metrics.latency.observe(started.elapsed().as_secs_f64());
+    s.metrics.latency.observe(elapsed.as_secs_f64());
     resp
 }
 
