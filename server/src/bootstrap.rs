@@ -146,6 +146,8 @@ pub async fn ensure(p: &Platform, admin_password: Option<&str>) -> ApiResult<Out
                         owner: None,
                     },
                 ));
+                // Visible to all, so a caller without ServiceInvoke gets a 403 that names it.
+                w.push(put_acl(EntityKind::Subsystem, name, &everyone_visible()));
             }
         }
         Ok((w, ()))

@@ -284,7 +284,8 @@ impl Store {
     pub async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, ts, principal, category, entity, message, source_ip FROM audit_log \
-             WHERE ($1 IS NULL OR category = $1) AND ($2 IS NULL OR principal = $2) AND ($3 IS NULL OR entity = $3) \
+             WHERE ($1 IS NULL OR category = $1) AND ($2 IS NULL OR principal = $2) \
+             AND ($3 IS NULL OR entity = $3 OR entity LIKE $7 ESCAPE '\\') \
              AND ($4 IS NULL OR ts >= $4) AND ($5 IS NULL OR ts <= $5) ORDER BY id DESC LIMIT $6",
         )
         .bind(q.category.map(Category::as_str))
@@ -293,6 +294,14 @@ impl Store {
         .bind(q.since)
         .bind(q.until)
         .bind(i64::from(q.limit))
+        // A bare name (no `Kind:`) matches that name under any kind.
+        .bind(q.entity.as_deref().filter(|e| !e.contains(':')).map(|e| {
+            let escaped = e
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%:{escaped}")
+        }))
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
