@@ -247,11 +247,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("THINGPORT_") {
-                cmd.env_remove(key);
-            }
-        }
+        remove_thingport_env(&mut cmd);
         let mut child = cmd.spawn().expect("spawn thingport-server");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel::<String>();
@@ -446,7 +442,9 @@ pub struct Finished {
 /// Runs the server binary with `args` to completion; panics (after killing it) if it is still running
 /// after `timeout`.
 pub fn run_binary(args: &[&str], timeout: Duration) -> Finished {
-    let mut child = Command::new(server_binary())
+    let mut cmd = Command::new(server_binary());
+    remove_thingport_env(&mut cmd);
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -474,6 +472,15 @@ pub fn run_binary(args: &[&str], timeout: Duration) -> Finished {
         status,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// The server reads `THINGPORT_*` variables as flags; the tests' own environment must not leak in.
+fn remove_thingport_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("THINGPORT_") {
+            cmd.env_remove(key);
+        }
     }
 }
 

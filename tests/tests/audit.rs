@@ -22,6 +22,14 @@ async fn entries(admin: &Client, category: &str, needle: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Whether the row's `entity` is `name`, bare or qualified by its type (`Thing:name`): docs/api.md
+/// leaves the form open. The `entity=` filter, though, must work with the bare name.
+fn names_entity(row: &Value, name: &str) -> bool {
+    row["entity"]
+        .as_str()
+        .is_some_and(|e| e == name || e.ends_with(&format!(":{name}")))
+}
+
 async fn assert_audited(admin: &Client, category: &str, needle: &str, what: &str) {
     let found = entries(admin, category, needle).await;
     assert!(
@@ -80,9 +88,7 @@ async fn security_changes_are_audited() {
         .ok();
     let found = entries(&admin, "SECURITY", "Operators").await;
     assert!(
-        found
-            .iter()
-            .any(|r| r["message"].as_str().is_some_and(|m| m.contains("alice"))),
+        found.iter().any(|r| r.to_string().contains("alice")),
         "no SECURITY entry for the membership change: {found:?}"
     );
 
@@ -170,7 +176,7 @@ async fn audit_rows_have_the_documented_fields_and_order() {
         stamps.windows(2).all(|w| w[0] >= w[1]),
         "not newest first: {stamps:?}"
     );
-    assert_eq!(rows[0]["entity"], json!("T2"), "{}", resp.text);
+    assert!(names_entity(&rows[0], "T2"), "{}", resp.text);
 }
 
 #[tokio::test]
@@ -185,9 +191,15 @@ async fn audit_filters_and_limit() {
     }
     let one = admin.audit_log("category=ENTITY&limit=1").await.expect(200);
     assert_eq!(one.rows().len(), 1, "{}", one.text);
+    // Filtering by the name a user knows the Thing by must find it.
     let t1 = admin.audit_log("entity=T1").await.expect(200);
     assert!(
-        !t1.rows().is_empty() && t1.rows().iter().all(|r| r["entity"] == json!("T1")),
+        !t1.rows().is_empty(),
+        "GET /Thingworx/AuditLog?entity=T1 found no entry for the Thing T1: {}",
+        t1.text
+    );
+    assert!(
+        t1.rows().iter().all(|r| names_entity(r, "T1")),
         "{}",
         t1.text
     );
@@ -213,26 +225,40 @@ async fn audit_filters_and_limit() {
 async fn query_audit_history_service_matches_the_endpoint() {
     let server = Server::default_started();
     let admin = server.admin();
+    let wrong = unique_secret("WrongPw");
+    server.secrets().add(wrong.clone());
+    server
+        .with_basic("Administrator", &wrong)
+        .get("/Thingworx/Things")
+        .await
+        .expect(401);
+    admin.new_user("alice").await;
     admin.create_thing("Pump7", "GenericThing").await.ok();
-    let svc = admin
-        .call(
-            "Subsystems",
-            "AuditSubsystem",
-            "QueryAuditHistory",
-            json!({"category": "ENTITY", "limit": 50}),
-        )
-        .await
-        .expect(200);
-    assert!(
-        svc.rows().iter().any(|r| r["entity"] == json!("Pump7")),
-        "{}",
-        svc.text
-    );
-    let get = admin
-        .audit_log("category=ENTITY&limit=50")
-        .await
-        .expect(200);
-    assert_eq!(svc.rows(), get.rows());
+    for (category, needle) in [
+        ("AUTHENTICATION", "Administrator"),
+        ("SECURITY", "alice"),
+        ("ENTITY", "Pump7"),
+    ] {
+        let svc = admin
+            .call(
+                "Subsystems",
+                "AuditSubsystem",
+                "QueryAuditHistory",
+                json!({"category": category, "limit": 50}),
+            )
+            .await
+            .expect(200);
+        assert!(
+            svc.rows().iter().any(|r| r.to_string().contains(needle)),
+            "{category}: {}",
+            svc.text
+        );
+        let get = admin
+            .audit_log(&format!("category={category}&limit=50"))
+            .await
+            .expect(200);
+        assert_eq!(svc.rows(), get.rows(), "{category}");
+    }
     admin
         .call(
             "Subsystems",

@@ -72,11 +72,22 @@ async fn openapi_document_describes_the_routes() {
     let version = doc["openapi"].as_str().unwrap_or_default();
     assert!(version.starts_with("3.1"), "openapi version {version:?}");
     let paths = doc["paths"].as_object().expect("paths object");
+    assert!(
+        paths
+            .keys()
+            .any(|p| p.starts_with("/Thingworx/Things/{thing}/Services/")),
+        "no Thing service path in {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    // The lists may be one templated path or one path per collection.
+    assert!(
+        paths.contains_key("/Thingworx/Things") || paths.contains_key("/Thingworx/{collection}"),
+        "no list path for Things"
+    );
     for path in [
         "/Thingworx/Things/{thing}/Properties/{property}",
-        "/Thingworx/Things/{thing}/Services/{service}",
-        "/Thingworx/Things",
         "/Thingworx/AuditLog",
+        "/Thingworx/Login",
     ] {
         assert!(
             paths.contains_key(path),
@@ -150,7 +161,7 @@ fn bad_flag_values_exit_non_zero_with_a_one_line_reason() {
             true,
         ),
         (
-            &["--listen", "127.0.0.1:0", "--request-timeout", "-5"],
+            &["--listen", "127.0.0.1:0", "--request-timeout", "0"],
             "request-timeout",
             false,
         ),
@@ -216,9 +227,12 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
         "second server listened: {}",
         out.stdout
     );
+    let lines = reason_lines(&out.stderr);
+    assert_eq!(lines.len(), 1, "expected a one-line reason, got {lines:?}");
     assert!(
-        out.stderr.lines().any(|l| !l.trim().is_empty()),
-        "no reason on stderr"
+        lines[0].contains(&data_dir),
+        "the reason {:?} should name the data directory",
+        lines[0]
     );
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     assert!(
@@ -257,4 +271,30 @@ async fn json_log_format_writes_one_json_object_per_line() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v.is_object(), "{line}");
     }
+}
+
+#[tokio::test]
+async fn sigterm_with_a_stalled_request_still_exits_zero() {
+    let mut server = Server::start(ServerOptions {
+        request_timeout_secs: Some(2),
+        ..ServerOptions::default()
+    });
+    let addr = server.addr();
+    // A client that sends half a request and then stalls must not hold the shutdown forever.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stalled,
+        b"POST /Thingworx/Things/T/Services/GetPropertyValues HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        drop(server);
+        status
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    drop(stalled);
 }

@@ -328,3 +328,89 @@ async fn new_user_is_denied_by_default_but_sees_builtin_templates() {
         .await
         .expect_status_in(&[403, 404]);
 }
+
+#[tokio::test]
+async fn delete_needs_design_time_delete() {
+    let server = Server::default_started();
+    let admin = server.admin();
+    thing_t(&admin).await;
+    admin.create_thing("Hidden", "GenericThing").await.ok();
+    let alice = admin.new_user("alice").await;
+    admin.show_to_everyone("T").await;
+
+    let denied = alice
+        .entity_service("DeleteThing", json!({"name": "T"}))
+        .await
+        .expect(403);
+    assert!(
+        denied.error().starts_with("Not authorized for Delete on"),
+        "{:?}",
+        denied.error()
+    );
+    alice
+        .entity_service("DeleteThing", json!({"name": "Hidden"}))
+        .await
+        .expect_error(404, "Entity Not Found : [Hidden]");
+    assert_eq!(admin.names("Things").await.len(), 2);
+
+    admin
+        .grant_design("Things", "T", "Delete", "alice", "User", true)
+        .await
+        .ok();
+    alice
+        .entity_service("DeleteThing", json!({"name": "T"}))
+        .await
+        .expect(200);
+    assert_eq!(admin.names("Things").await, vec!["Hidden".to_string()]);
+}
+
+#[tokio::test]
+async fn creating_from_an_invisible_template_is_404() {
+    let server = Server::default_started();
+    let admin = server.admin();
+    admin.create_template("Secret", "GenericThing").await.ok();
+    let alice = admin.new_user("alice").await;
+    admin
+        .grant_collection("Things", "Create", "alice", "User", true)
+        .await
+        .ok();
+    alice
+        .create_thing("Mine", "Secret")
+        .await
+        .expect_error(404, "Entity Not Found : [Secret]");
+    assert!(admin.names("Things").await.is_empty());
+    alice.create_thing("Mine", "GenericThing").await.expect(200);
+}
+
+#[tokio::test]
+async fn users_cannot_touch_other_users() {
+    let server = Server::default_started();
+    let admin = server.admin();
+    let alice = admin.new_user("alice").await;
+    admin.new_user("bob").await;
+    let stolen = thingport_e2e::unique_secret("StolenPw");
+    server.secrets().add(stolen.clone());
+    alice
+        .call("Users", "bob", "SetPassword", json!({"password": stolen}))
+        .await
+        .expect_status_in(&[403, 404]);
+    alice
+        .call(
+            "Users",
+            "Administrator",
+            "SetPassword",
+            json!({"password": stolen}),
+        )
+        .await
+        .expect_status_in(&[403, 404]);
+    alice
+        .entity_service("DeleteUser", json!({"name": "bob"}))
+        .await
+        .expect_status_in(&[403, 404]);
+    server
+        .with_basic("Administrator", &stolen)
+        .get("/Thingworx/Things")
+        .await
+        .expect(401);
+    assert!(admin.names("Users").await.contains(&"bob".to_string()));
+}

@@ -1,0 +1,90 @@
+//! `thingport-bench`: benchmarks that drive the real Thingport binaries from a separate process.
+//!
+//! Each subcommand measures one part of the system against the targets of `docs/benchmarks.md`:
+//!
+//! * `platform`: permission-checked REST calls (property read, service call, Thing create) on one
+//!   and on many keep-alive connections, with `/healthz` as the same-run HTTP baseline.
+//!
+//! Later subcommands (`tunnel`, ...) plug in beside `platform` in [`Command`].
+//!
+//! Exit status: 0 when every measurement ran and every request was answered `200`, whether or not
+//! the figures meet their targets (a MISS is reported, not fatal: the machine is noisy); 1 when the
+//! tool could not run or any request failed; 2 for a usage error.
+
+mod http;
+mod load;
+mod platform;
+mod probe;
+mod report;
+mod server;
+mod setup;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Benchmarks for Thingport, run against real binaries on loopback.
+#[derive(Debug, Parser)]
+#[command(name = "thingport-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Host platform: permission-checked property reads, service calls and Thing creates per second
+    /// on 1 and on N concurrent connections, with latency percentiles and server memory.
+    Platform(platform::PlatformArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Platform(args) => run_async(args.client_threads as usize, platform::run(args)),
+    };
+    match result {
+        Ok(outcome) if outcome.requests_failed == 0 => ExitCode::SUCCESS,
+        Ok(outcome) => {
+            eprintln!(
+                "thingport-bench: {} request(s) failed (see the errors above); the figures are not trustworthy",
+                outcome.requests_failed
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("thingport-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a finished subcommand reports back for the exit status.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Requests answered with something other than `200`, or not answered at all.
+    pub requests_failed: u64,
+}
+
+/// Runs `fut` on a runtime with `threads` workers (1: a current-thread runtime, the leanest load
+/// generator), stopping it cleanly on Ctrl-C so that the server child is still killed.
+fn run_async<F>(threads: usize, fut: F) -> anyhow::Result<Outcome>
+where
+    F: std::future::Future<Output = anyhow::Result<Outcome>>,
+{
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(async {
+        tokio::select! {
+            r = fut => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    })
+}
