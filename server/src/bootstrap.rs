@@ -35,7 +35,7 @@ pub async fn ensure(p: &Platform, admin_password: Option<&str>) -> ApiResult<Out
             }
         };
         out.created_admin = true;
-        Some(crate::services::hash_password(&pw).await?)
+        Some(p.hash_password(&pw).await?)
     } else {
         None
     };

@@ -9,6 +9,7 @@ use crate::audit::Category;
 use crate::error::{ApiError, ApiResult};
 use crate::model::entities::{EntityKind, Thing};
 use crate::model::Model;
+use crate::security::hasher::Hasher;
 use crate::security::{secrets, Acl, Principal};
 use crate::store::{Store, StoreError, Write};
 use serde::Serialize;
@@ -64,6 +65,7 @@ pub struct Platform {
     principals: Mutex<HashMap<String, Arc<Principal>>>,
     credentials: Mutex<HashMap<String, (String, Instant)>>,
     sessions: Mutex<HashMap<String, (String, Instant)>>,
+    hasher: Hasher,
 }
 
 impl std::fmt::Debug for Platform {
@@ -177,6 +179,7 @@ impl Platform {
             principals: Mutex::new(HashMap::new()),
             credentials: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            hasher: Hasher::for_this_machine().map_err(StoreError::Io)?,
         })
     }
 
@@ -200,10 +203,18 @@ impl Platform {
             return Ok(result);
         }
         self.store.apply(&writes).await?;
-        let security_changed = writes.iter().any(|w| {
-            matches!(w, Write::PutEntity { kind, .. } | Write::DeleteEntity { kind, .. }
-                if matches!(kind, EntityKind::User | EntityKind::Group | EntityKind::Organization | EntityKind::ApplicationKey))
-        });
+        let touches = |kinds: &[EntityKind]| {
+            writes.iter().any(|w| {
+                matches!(w, Write::PutEntity { kind, .. } | Write::DeleteEntity { kind, .. } if kinds.contains(kind))
+            })
+        };
+        // Memberships feed resolved principals; user entities feed verified credentials.
+        let principals_changed = touches(&[
+            EntityKind::User,
+            EntityKind::Group,
+            EntityKind::Organization,
+        ]);
+        let users_changed = touches(&[EntityKind::User]);
         {
             let mut m = self.model.write().unwrap_or_else(|p| p.into_inner());
             for w in &writes {
@@ -212,11 +223,13 @@ impl Platform {
                 }
             }
         }
-        if security_changed {
+        if principals_changed {
             self.principals
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
+        }
+        if users_changed {
             self.credentials
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -308,14 +321,13 @@ impl Platform {
                 .map(|u| u.password_hash.clone())
         };
         // Unknown users cost the same hashing work as known ones (no user enumeration by timing).
-        let (known, hash) = match hash {
-            Some(h) => (true, h),
-            None => (false, dummy_hash().to_string()),
-        };
+        let known = hash.is_some();
         let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&pw, &hash))
-            .await
-            .unwrap_or(false);
+        let ok = self
+            .hash_work(move || {
+                secrets::verify_password(&pw, hash.as_deref().unwrap_or_else(|| dummy_hash()))
+            })
+            .await?;
         if !(ok && known) {
             return Err(ApiError::unauthorized("invalid credentials"));
         }
@@ -363,6 +375,30 @@ impl Platform {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&secrets::sha256_hex(token.as_bytes()));
+    }
+
+    /// Runs password hashing work on the bounded argon2 pool (503 when it is saturated).
+    pub async fn hash_work<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> ApiResult<R> {
+        self.hasher
+            .run(f)
+            .await
+            .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+    }
+
+    /// An argon2id hash of `password`, computed on the pool.
+    pub async fn hash_password(&self, password: &str) -> ApiResult<String> {
+        let pw = password.to_string();
+        self.hash_work(move || secrets::hash_password(&pw))
+            .await?
+            .map_err(|e| {
+                ApiError::internal(
+                    "password hashing failed",
+                    &std::io::Error::other(e.to_string()),
+                )
+            })
     }
 
     /// Runs `f` on a Thing, or answers 404.

@@ -4,6 +4,7 @@
 //! is granted on one entity; [`permissions`] holds the one algorithm every API and extension
 //! call goes through; [`secrets`] hashes passwords and application keys.
 
+pub mod hasher;
 pub mod permissions;
 pub mod secrets;
 

@@ -48,7 +48,7 @@ pub async fn run(
     // Expensive or random preparation happens before the write gate is taken.
     let password_hash = if kind == EntityKind::User {
         members::check_password("password", params.str("password"))?;
-        Some(members::hash(params.str("password")).await?)
+        Some(p.hash_password(params.str("password")).await?)
     } else {
         None
     };

@@ -143,20 +143,6 @@ pub fn check_password(param: &str, pw: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Hashes a password on a blocking thread.
-pub async fn hash(pw: &str) -> ApiResult<String> {
-    let pw = pw.to_string();
-    tokio::task::spawn_blocking(move || secrets::hash_password(&pw))
-        .await
-        .map_err(|e| ApiError::internal("password hashing task failed", &e))?
-        .map_err(|e| {
-            ApiError::internal(
-                "password hashing failed",
-                &std::io::Error::other(e.to_string()),
-            )
-        })
-}
-
 async fn set_password(
     p: &Platform,
     ctx: &Ctx,
@@ -177,7 +163,7 @@ async fn set_password(
             ApiError::forbidden("parameter 'oldPassword' does not match the current password")
         })?;
     }
-    let h = hash(new).await?;
+    let h = p.hash_password(new).await?;
     p.commit(|m| {
         let mut u = m
             .users

@@ -207,8 +207,3 @@ pub async fn invoke(
 pub fn check_admin_password(pw: &str) -> ApiResult<()> {
     members::check_password("admin-password", pw)
 }
-
-/// Hashes a password with argon2id on a blocking thread.
-pub async fn hash_password(pw: &str) -> ApiResult<String> {
-    members::hash(pw).await
-}

@@ -25,6 +25,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database query failed")]
     Query(#[from] sqlx::Error),
+    #[error("failed to start the password hashing threads")]
+    Io(#[source] std::io::Error),
     #[error("stored {kind} '{name}' is corrupt")]
     Corrupt {
         kind: String,
