@@ -63,6 +63,10 @@ pub struct PlatformArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub client_threads: u64,
 
+    /// Run only these measurements (comma-separated), e.g. to profile one of them.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub only: Vec<Kind>,
+
     /// The server's --log filter (its log goes to a file in its temporary data directory).
     #[arg(long, default_value = "warn")]
     pub server_log: String,
@@ -108,7 +112,7 @@ impl Settings {
 }
 
 /// What is measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
     /// `GET /healthz`: no authentication, no model access; the same-run HTTP baseline.
     Healthz,
@@ -195,21 +199,28 @@ pub async fn run(args: PlatformArgs) -> Result<Outcome> {
         srv.pid(),
         srv.addr
     );
+    let idle = probe::memory(srv.pid())?;
     let fixture = setup::create(srv.addr, &admin_password).await?;
     let mut prober = Prober::new(
         srv.pid(),
         srv.addr,
         fixture.anonymous.prepare("/metrics", None)?,
     );
-    let mut memory: Vec<(String, Memory)> =
-        vec![("idle, after setup".into(), probe::memory(srv.pid())?)];
+    let mut memory: Vec<(String, Memory)> = vec![
+        ("idle, just started".into(), idle),
+        ("idle, after setup".into(), probe::memory(srv.pid())?),
+    ];
     let mut runs = Vec::new();
     let ctx = Ctx {
         settings: &settings,
         addr: srv.addr,
     };
+    let wanted = |k: Kind| args.only.is_empty() || args.only.contains(&k);
     for r in 1..=settings.repeat {
         for kind in [Kind::Healthz, Kind::Read, Kind::Service] {
+            if !wanted(kind) {
+                continue;
+            }
             let make = make_request(kind, &fixture)?;
             runs.push(ctx.single(kind, r, &make, &mut prober).await?);
             srv.check_alive()?;
@@ -222,19 +233,21 @@ pub async fn run(args: PlatformArgs) -> Result<Outcome> {
         probe::memory(srv.pid())?,
     ));
     let make = make_request(Kind::Create, &fixture)?;
-    for r in 1..=settings.repeat {
+    for r in (1..=settings.repeat).filter(|_| wanted(Kind::Create)) {
         runs.push(ctx.single(Kind::Create, r, &make, &mut prober).await?);
         srv.check_alive()?;
         runs.push(ctx.concurrent(Kind::Create, r, &make, &mut prober).await?);
         srv.check_alive()?;
     }
     memory.push(("after the create runs".into(), probe::memory(srv.pid())?));
-    // Reads again, now that the model holds thousands more Things: shows whether reads scale.
-    let make = make_request(Kind::Read, &fixture)?;
-    let mut after = ctx.single(Kind::Read, 1, &make, &mut prober).await?;
-    after.scenario = "property_read_after_creates".into();
-    after.label = "property read, after the creates".into();
-    runs.push(after);
+    if wanted(Kind::Read) && wanted(Kind::Create) {
+        // Reads again, now that the model holds thousands more Things: do reads scale?
+        let make = make_request(Kind::Read, &fixture)?;
+        let mut after = ctx.single(Kind::Read, 1, &make, &mut prober).await?;
+        after.scenario = "property_read_after_creates".into();
+        after.label = "property read, after the creates".into();
+        runs.push(after);
+    }
     memory.push(("at the end".into(), probe::memory(srv.pid())?));
     let server_log_lines = srv.log_lines();
     let report = Report::new(
