@@ -298,7 +298,12 @@ impl Platform {
         user: &str,
         password: &str,
     ) -> ApiResult<Arc<Principal>> {
-        let cache_key = secrets::sha256_hex(format!("{user}\0{password}").as_bytes());
+        let cache_key = {
+            // Salted with a per-process secret: the cache never holds a crackable password digest.
+            static SALT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let salt = SALT.get_or_init(secrets::random_token);
+            secrets::sha256_hex(format!("{salt}\0{user}\0{password}").as_bytes())
+        };
         let cached = {
             let mut c = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
             match c.get(&cache_key) {
