@@ -1,0 +1,301 @@
+//! The messages that cross the extension boundary, serialized as JSON, and the manifest.
+//!
+//! Versioned with the ABI: a field added here must be optional (`#[serde(default)]`) so an older
+//! host or extension still decodes the message; anything else is a new ABI major version.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Base types of properties, parameters and results (the host's, by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum BaseType {
+    String,
+    Number,
+    Integer,
+    Long,
+    Boolean,
+    Datetime,
+    Json,
+    Infotable,
+    Thingname,
+    Guid,
+    Nothing,
+}
+
+/// A typed field: a property, a service parameter or result, a data shape field. The JSON shape
+/// is the host's `FieldDef`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Field {
+    pub name: String,
+    pub base_type: BaseType,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_shape: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_value: Option<Value>,
+}
+
+impl Field {
+    pub fn new(name: &str, base_type: BaseType) -> Self {
+        Field {
+            name: name.into(),
+            base_type,
+            description: String::new(),
+            data_shape: None,
+            required: false,
+            default_value: None,
+        }
+    }
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+    pub fn describe(mut self, d: &str) -> Self {
+        self.description = d.into();
+        self
+    }
+    pub fn shape(mut self, s: &str) -> Self {
+        self.data_shape = Some(s.into());
+        self
+    }
+    pub fn default(mut self, v: impl Into<Value>) -> Self {
+        self.default_value = Some(v.into());
+        self
+    }
+}
+
+/// A service an extension implements: its typed signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDecl {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub inputs: Vec<Field>,
+    /// `None` for a service that returns nothing.
+    #[serde(default)]
+    pub result: Option<Field>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataShapeDef {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub fields: Vec<Field>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingShapeDef {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub properties: Vec<Field>,
+    #[serde(default)]
+    pub services: Vec<ServiceDecl>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingTemplateDef {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Defaults to `GenericThing`.
+    #[serde(default)]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub shapes: Vec<String>,
+    #[serde(default)]
+    pub properties: Vec<Field>,
+    #[serde(default)]
+    pub services: Vec<ServiceDecl>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingDef {
+    pub name: String,
+    pub template: String,
+    #[serde(default)]
+    pub description: String,
+    /// Services on this Thing alone (beyond its template's and shapes').
+    #[serde(default)]
+    pub services: Vec<ServiceDecl>,
+}
+
+/// One field of a subsystem configuration table, with its range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigField {
+    #[serde(flatten)]
+    pub field: Field,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigTableDef {
+    pub name: String,
+    pub fields: Vec<ConfigField>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubsystemDef {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub configuration: Vec<ConfigTableDef>,
+    #[serde(default)]
+    pub services: Vec<ServiceDecl>,
+}
+
+/// A connection route the extension wants the host to serve (e.g. `/Thingworx/WS` for CSE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteDef {
+    pub path: String,
+    /// WebSocket subprotocols accepted on the route, e.g. `thingport.v1`.
+    #[serde(default)]
+    pub subprotocols: Vec<String>,
+}
+
+/// Everything an extension contributes to the model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Definitions {
+    #[serde(default)]
+    pub data_shapes: Vec<DataShapeDef>,
+    #[serde(default)]
+    pub thing_shapes: Vec<ThingShapeDef>,
+    #[serde(default)]
+    pub thing_templates: Vec<ThingTemplateDef>,
+    #[serde(default)]
+    pub things: Vec<ThingDef>,
+    #[serde(default)]
+    pub subsystems: Vec<SubsystemDef>,
+    #[serde(default)]
+    pub routes: Vec<RouteDef>,
+}
+
+/// The manifest embedded in the library (`ExtensionApi::manifest`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// The crate name the library was built from.
+    pub name: String,
+    /// The crate version.
+    pub version: String,
+    /// The SDK version it was built with.
+    pub sdk_version: String,
+    #[serde(default)]
+    pub definitions: Definitions,
+}
+
+/// Who called, as the host resolved them (the host has already checked permissions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Caller {
+    pub name: String,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub source_ip: String,
+}
+
+/// A call from the host into the extension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Request {
+    /// A service call on one of the extension's entities, parameters already validated.
+    #[serde(rename_all = "camelCase")]
+    Invoke {
+        entity_kind: String,
+        entity: String,
+        service: String,
+        params: Value,
+        caller: Caller,
+    },
+    /// A timer the extension scheduled fired.
+    #[serde(rename_all = "camelCase")]
+    Timer { name: String },
+}
+
+/// Whose fault an error is; the host maps it to an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// 400: the caller's input is wrong.
+    BadRequest,
+    /// 403.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 409: the request conflicts with the current state.
+    Conflict,
+    /// 422: well-formed but out of range.
+    Unprocessable,
+    /// 503: try again later.
+    Unavailable,
+    /// 500: the extension's own failure.
+    Internal,
+}
+
+/// The body of an error response (`STATUS_ERROR`), from either side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub kind: ErrorKind,
+}
+
+/// The body of a successful `Invoke`: the service's result value (`null` for none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvokeResult {
+    pub result: Value,
+}
+
+/// A platform operation the extension asks of the host (`HostApi::host_call`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum HostRequest {
+    /// Property values of a Thing, as one JSON object.
+    #[serde(rename_all = "camelCase")]
+    GetProperties { thing: String },
+    /// Writes property values (validated by the host) atomically.
+    #[serde(rename_all = "camelCase")]
+    SetProperties {
+        thing: String,
+        values: serde_json::Map<String, Value>,
+    },
+    /// Invokes a service on another entity, as the system (not as the original caller).
+    #[serde(rename_all = "camelCase")]
+    Invoke {
+        entity_kind: String,
+        entity: String,
+        service: String,
+        params: Value,
+    },
+    /// Writes an audit entry in `category` (e.g. `REMOTE_ACCESS`).
+    #[serde(rename_all = "camelCase")]
+    Audit {
+        category: String,
+        entity: String,
+        message: String,
+    },
+    /// Names of the Things of a template (and of templates derived from it).
+    #[serde(rename_all = "camelCase")]
+    ThingsOfTemplate { template: String },
+}
