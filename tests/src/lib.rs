@@ -10,7 +10,7 @@
 //! password, user passwords and application keys created through it), and a [`Server`] that is dropped at
 //! the end of a passing test checks that its log holds none of those secrets either.
 //!
-//! Run with `cargo build --workspace --bins && cargo test -p thingport-e2e` (the tests run the built
+//! Run with `cargo build --workspace && cargo test -p thingport-e2e` (the tests run the built
 //! binary, they do not build it; `THINGPORT_SERVER_BIN` points them at another one).
 //!
 //! This crate is not a client library for Thingport: it panics with a descriptive message as soon as

@@ -92,7 +92,7 @@ pub fn server_binary() -> PathBuf {
         }
         None => panic!(
             "thingport-server binary not found (looked at {candidates:?}); \
-             run `cargo build --workspace --bins` first, or set THINGPORT_SERVER_BIN"
+             run `cargo build --workspace` first, or set THINGPORT_SERVER_BIN"
         ),
     }
 }
@@ -124,7 +124,7 @@ fn warn_if_stale(binary: &Path) {
                 .is_ok_and(|m| m > built)
             {
                 eprintln!(
-                    "warning: {} is newer than {}; run `cargo build --workspace --bins`",
+                    "warning: {} is newer than {}; run `cargo build --workspace`",
                     path.display(),
                     binary.display()
                 );
