@@ -268,6 +268,11 @@ pub struct InvokeResult {
 }
 
 /// A platform operation the extension asks of the host (`HostApi::host_call`).
+///
+/// The host answers `STATUS_OK` with, per variant: `GetProperties` a JSON object of property
+/// values; `Invoke` the service's result as an [`InfoTable`]; `ThingsOfTemplate` a JSON array of
+/// Thing names; `SetProperties` and `Audit` anything (ignored; `null` or an empty body). On
+/// failure, `STATUS_ERROR` with an [`ErrorBody`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum HostRequest {
@@ -298,4 +303,16 @@ pub enum HostRequest {
     /// Names of the Things of a template (and of templates derived from it).
     #[serde(rename_all = "camelCase")]
     ThingsOfTemplate { template: String },
+}
+
+/// A service's result as the host answers [`HostRequest::Invoke`]: the REST API's infotable,
+/// `{"dataShape": {"fieldDefinitions": {name: field}}, "rows": [{name: value}]}`. A service with a
+/// single result has one row with the field `result`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InfoTable {
+    #[serde(default)]
+    pub data_shape: Value,
+    #[serde(default)]
+    pub rows: Vec<serde_json::Map<String, Value>>,
 }

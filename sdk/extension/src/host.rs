@@ -1,0 +1,217 @@
+//! The host API an extension calls: platform operations and logging, through a [`Host`] handle.
+//!
+//! Each operation is one [`HostRequest`] sent synchronously to the host; the host answers with a
+//! JSON body (shapes documented on each method) or an [`ErrorBody`](crate::protocol::ErrorBody).
+//! A [`Host`] is backed either by the real host across the C ABI (built by the SDK in `create`) or
+//! by an in-process [`HostBackend`] such as [`FakeHost`](crate::testing::FakeHost).
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use thingport_extension_abi as abi;
+
+use crate::protocol::{BaseType, HostRequest, InfoTable};
+use crate::Error;
+
+/// Severity of a log line; the host records it in its `tracing` under the extension's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Level {
+    /// The `LOG_*` constant of the ABI.
+    pub fn to_abi(self) -> u32 {
+        match self {
+            Level::Error => abi::LOG_ERROR,
+            Level::Warn => abi::LOG_WARN,
+            Level::Info => abi::LOG_INFO,
+            Level::Debug => abi::LOG_DEBUG,
+            Level::Trace => abi::LOG_TRACE,
+        }
+    }
+
+    /// The level of a `LOG_*` constant; `None` for an unknown value.
+    pub fn from_abi(level: u32) -> Option<Level> {
+        Some(match level {
+            abi::LOG_ERROR => Level::Error,
+            abi::LOG_WARN => Level::Warn,
+            abi::LOG_INFO => Level::Info,
+            abi::LOG_DEBUG => Level::Debug,
+            abi::LOG_TRACE => Level::Trace,
+            _ => return None,
+        })
+    }
+}
+
+/// What carries a [`Host`]'s requests: the C ABI in a loaded extension, or an in-process fake in
+/// tests. Implement it to plug your own test double.
+pub trait HostBackend: Send + Sync + 'static {
+    /// Performs one platform operation and returns the host's response body (the JSON the host
+    /// sends with `STATUS_OK`), or its error.
+    fn host_call(&self, request: &HostRequest) -> Result<Value, Error>;
+
+    /// Records a log line. `target` is free-form (empty by default; a module path or a topic).
+    fn log(&self, level: Level, target: &str, message: &str);
+}
+
+/// The extension's handle to the platform, received in
+/// [`Extension::create`](crate::Extension::create). Cheap to clone; usable from any thread, for
+/// the life of the instance.
+///
+/// Every call is synchronous: it returns when the host has done the work. The host never holds a
+/// lock across an extension call, so calling back into the host (even into another service of
+/// this extension) does not deadlock.
+#[derive(Clone)]
+pub struct Host {
+    backend: Arc<dyn HostBackend>,
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Host")
+    }
+}
+
+impl Host {
+    /// A handle over any backend.
+    pub fn new(backend: Arc<dyn HostBackend>) -> Host {
+        Host { backend }
+    }
+
+    /// The property values of a Thing, by property name (response body: a JSON object).
+    pub fn get_properties(&self, thing: &str) -> Result<Map<String, Value>, Error> {
+        let response = self.backend.host_call(&HostRequest::GetProperties {
+            thing: thing.into(),
+        })?;
+        decode(response, "GetProperties")
+    }
+
+    /// One property value of a Thing (`null` when it has none).
+    pub fn get_property(&self, thing: &str, property: &str) -> Result<Value, Error> {
+        let mut values = self.get_properties(thing)?;
+        Ok(values.remove(property).unwrap_or(Value::Null))
+    }
+
+    /// Writes property values of a Thing atomically; the host validates them against the
+    /// properties' base types (response body: ignored).
+    pub fn set_properties(&self, thing: &str, values: Map<String, Value>) -> Result<(), Error> {
+        self.backend.host_call(&HostRequest::SetProperties {
+            thing: thing.into(),
+            values,
+        })?;
+        Ok(())
+    }
+
+    /// Writes one property value of a Thing.
+    pub fn set_property(&self, thing: &str, property: &str, value: Value) -> Result<(), Error> {
+        let mut values = Map::new();
+        values.insert(property.into(), value);
+        self.set_properties(thing, values)
+    }
+
+    /// Invokes a service on another entity, as the system (not as the user whose call is being
+    /// served); the host checks and validates the parameters as for a REST call. `entity_kind` is
+    /// `Things`, `ThingTemplates`, `ThingShapes` or `Subsystems`. The response body is the
+    /// service's result [`InfoTable`]; [`InfoTable::result`] reads a single-valued result.
+    pub fn invoke(
+        &self,
+        entity_kind: &str,
+        entity: &str,
+        service: &str,
+        params: Value,
+    ) -> Result<InfoTable, Error> {
+        let response = self.backend.host_call(&HostRequest::Invoke {
+            entity_kind: entity_kind.into(),
+            entity: entity.into(),
+            service: service.into(),
+            params,
+        })?;
+        decode(response, "Invoke")
+    }
+
+    /// Writes an audit entry in `category` (e.g. `REMOTE_ACCESS`) about `entity` (response body:
+    /// ignored).
+    pub fn audit(&self, category: &str, entity: &str, message: &str) -> Result<(), Error> {
+        self.backend.host_call(&HostRequest::Audit {
+            category: category.into(),
+            entity: entity.into(),
+            message: message.into(),
+        })?;
+        Ok(())
+    }
+
+    /// The names of the Things of a template and of the templates derived from it (response
+    /// body: a JSON array of strings).
+    pub fn things_of_template(&self, template: &str) -> Result<Vec<String>, Error> {
+        let response = self.backend.host_call(&HostRequest::ThingsOfTemplate {
+            template: template.into(),
+        })?;
+        decode(response, "ThingsOfTemplate")
+    }
+
+    /// Sends a log line to the host, which records it under the extension's name.
+    pub fn log(&self, level: Level, message: impl fmt::Display) {
+        self.backend.log(level, "", &message.to_string());
+    }
+
+    /// Sends a log line with a `target` (a module path or topic) to the host.
+    pub fn log_target(&self, level: Level, target: &str, message: impl fmt::Display) {
+        self.backend.log(level, target, &message.to_string());
+    }
+
+    pub fn error(&self, message: impl fmt::Display) {
+        self.log(Level::Error, message);
+    }
+    pub fn warn(&self, message: impl fmt::Display) {
+        self.log(Level::Warn, message);
+    }
+    pub fn info(&self, message: impl fmt::Display) {
+        self.log(Level::Info, message);
+    }
+    pub fn debug(&self, message: impl fmt::Display) {
+        self.log(Level::Debug, message);
+    }
+    pub fn trace(&self, message: impl fmt::Display) {
+        self.log(Level::Trace, message);
+    }
+}
+
+impl InfoTable {
+    /// A one-row table holding `value` in the field `result` (of the base type its JSON type
+    /// suggests): what the host answers for a service with a single result.
+    pub fn scalar(value: Value) -> InfoTable {
+        let base_type = match &value {
+            Value::String(_) => BaseType::String,
+            Value::Number(_) => BaseType::Number,
+            Value::Bool(_) => BaseType::Boolean,
+            _ => BaseType::Json,
+        };
+        let field = serde_json::json!({"name": "result", "baseType": base_type});
+        let mut row = Map::new();
+        row.insert("result".into(), value);
+        InfoTable {
+            data_shape: serde_json::json!({"fieldDefinitions": {"result": field}}),
+            rows: vec![row],
+        }
+    }
+
+    /// The field `result` of the first row: the value of a single-valued result (`None` for a
+    /// service without one).
+    pub fn result(&self) -> Option<&Value> {
+        self.rows.first()?.get("result")
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(response: Value, operation: &str) -> Result<T, Error> {
+    serde_json::from_value(response).map_err(|e| {
+        Error::internal(format!(
+            "the host's response to {operation} is malformed: {e}"
+        ))
+    })
+}
