@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
+pub mod extensions;
 pub mod metrics;
 pub mod model;
 pub mod platform;

@@ -1,0 +1,132 @@
+//! Serves extensions' host calls from the platform.
+//!
+//! Every operation goes through the same code paths as the REST API (`services::invoke`,
+//! `things::write_properties`, ...), acting as the system principal: an extension's internal work
+//! runs as the system, not as the user whose call started it (SPEC §2), and the user's own
+//! permissions were checked before the extension was called.
+
+use super::host::HostServices;
+use crate::audit::Category;
+use crate::error::ApiError;
+use crate::model::entities::EntityKind;
+use crate::platform::{Ctx, Platform};
+use crate::services::{self, things};
+use crate::store::Write;
+use axum::http::StatusCode;
+use serde_json::Value;
+use std::sync::{Arc, Weak};
+use thingport_sdk::protocol::{ErrorBody, ErrorKind, HostRequest};
+
+/// The platform as seen by extensions.
+pub struct PlatformBridge {
+    platform: Weak<Platform>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl PlatformBridge {
+    /// `runtime` runs the platform's async work for host calls, which arrive on blocking threads.
+    pub fn new(platform: &Arc<Platform>, runtime: tokio::runtime::Handle) -> Arc<Self> {
+        Arc::new(PlatformBridge {
+            platform: Arc::downgrade(platform),
+            runtime,
+        })
+    }
+}
+
+/// Maps a client-facing error to the error body an extension receives.
+pub fn error_body(e: &ApiError) -> ErrorBody {
+    let kind = match e.status {
+        StatusCode::BAD_REQUEST => ErrorKind::BadRequest,
+        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => ErrorKind::Forbidden,
+        StatusCode::NOT_FOUND => ErrorKind::NotFound,
+        StatusCode::CONFLICT => ErrorKind::Conflict,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorKind::Unprocessable,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    ErrorBody {
+        error: e.message.clone(),
+        kind,
+    }
+}
+
+fn kind_of(entity_kind: &str) -> Result<EntityKind, ErrorBody> {
+    EntityKind::parse(entity_kind)
+        .or_else(|| EntityKind::from_collection(entity_kind))
+        .ok_or_else(|| ErrorBody {
+            error: format!("unknown entity kind '{entity_kind}'"),
+            kind: ErrorKind::BadRequest,
+        })
+}
+
+impl HostServices for PlatformBridge {
+    fn host_call(&self, extension: &str, request: HostRequest) -> Result<Value, ErrorBody> {
+        let p = self.platform.upgrade().ok_or_else(|| ErrorBody {
+            error: "the platform is shutting down".into(),
+            kind: ErrorKind::Unavailable,
+        })?;
+        let ctx = Ctx::system();
+        let api = |e: ApiError| error_body(&e);
+        match request {
+            HostRequest::GetProperties { thing } => {
+                let t = things::read_properties(&p, &ctx.who, &thing).map_err(api)?;
+                Ok(t.rows
+                    .into_iter()
+                    .next()
+                    .map(Value::Object)
+                    .unwrap_or(Value::Null))
+            }
+            HostRequest::SetProperties { thing, values } => {
+                self.runtime
+                    .block_on(things::write_properties(&p, &ctx, &thing, values))
+                    .map_err(api)?;
+                Ok(Value::Null)
+            }
+            HostRequest::Invoke {
+                entity_kind,
+                entity,
+                service,
+                params,
+            } => {
+                let kind = kind_of(&entity_kind)?;
+                let t = self
+                    .runtime
+                    .block_on(services::invoke(&p, &ctx, kind, &entity, &service, params))
+                    .map_err(api)?;
+                serde_json::to_value(t).map_err(|e| ErrorBody {
+                    error: format!("result not encodable: {e}"),
+                    kind: ErrorKind::Internal,
+                })
+            }
+            HostRequest::Audit {
+                category,
+                entity,
+                message,
+            } => {
+                let category = Category::parse(&category).ok_or_else(|| ErrorBody {
+                    error: format!("unknown audit category '{category}'"),
+                    kind: ErrorKind::BadRequest,
+                })?;
+                self.runtime.block_on(p.audit(Write::Audit {
+                    principal: format!("extension:{extension}"),
+                    category,
+                    entity,
+                    message,
+                    source_ip: "local".into(),
+                }));
+                Ok(Value::Null)
+            }
+            HostRequest::ThingsOfTemplate { template } => {
+                let m = p.model();
+                let mut names: Vec<&String> = m
+                    .things
+                    .iter()
+                    .filter(|(_, t)| m.template_derives_from(&t.template, &template))
+                    .map(|(n, _)| n)
+                    .collect();
+                names.sort();
+                Ok(serde_json::json!(names))
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The extension system: packages (verified before anything is opened), the native host that
+//! loads extension libraries through the C ABI of `thingport-extension-abi`, and the registry of
+//! what each extension contributes.
+
+pub mod bridge;
+pub mod host;
+pub mod package;
