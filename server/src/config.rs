@@ -58,6 +58,20 @@ pub struct Config {
     #[arg(long, env = "THINGPORT_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout: u64,
 
+    /// Largest accepted extension package upload in bytes (`ExtensionPackageUploader`).
+    #[arg(long, env = "THINGPORT_MAX_UPLOAD_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=4 * 1024 * 1024 * 1024))]
+    pub max_upload_bytes: u64,
+
+    /// File of trusted ed25519 public keys (one per line, hex or base64, `#` comments): when
+    /// set, only extension packages signed by one of them are imported or loaded.
+    #[arg(long, env = "THINGPORT_TRUSTED_EXTENSION_KEYS")]
+    pub trusted_extension_keys: Option<PathBuf>,
+
+    /// Seconds an extension call (service, timer, instance creation) may take before the caller
+    /// is answered with 504.
+    #[arg(long, env = "THINGPORT_EXTENSION_CALL_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub extension_call_timeout: u64,
+
     /// Log format on stderr.
     #[arg(long, env = "THINGPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

@@ -65,9 +65,34 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
         (Some(c), Some(k)) => Some(serve::tls_acceptor(c, k)?),
         _ => None,
     };
+    let trusted_keys =
+        match &config.trusted_extension_keys {
+            Some(path) => Some(extensions::package::TrustedKeys::load(path).with_context(
+                || format!("failed to read --trusted-extension-keys {}", path.display()),
+            )?),
+            None => None,
+        };
+    let verify = extensions::package::VerifyOptions {
+        trusted_keys,
+        ..Default::default()
+    };
+    let bridge =
+        extensions::bridge::PlatformBridge::new(&platform, tokio::runtime::Handle::current());
+    let exts = Arc::new(extensions::registry::Extensions::new(
+        &config.data_dir,
+        verify,
+        std::time::Duration::from_secs(config.extension_call_timeout),
+        bridge,
+    ));
+    platform.set_extensions(exts.clone());
+    // Installed extensions load before the server answers any request.
+    exts.load_all(&platform)
+        .await
+        .context("failed to read the installed extension packages")?;
     let state = api::AppState::new(
         platform.clone(),
         usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
+        usize::try_from(config.max_upload_bytes).unwrap_or(usize::MAX),
         config.request_timeout(),
         tls.is_some(),
     );

@@ -66,6 +66,7 @@ pub struct Platform {
     credentials: Mutex<HashMap<String, (String, Instant)>>,
     sessions: Mutex<HashMap<String, (String, Instant)>>,
     hasher: Hasher,
+    extensions: std::sync::OnceLock<Arc<crate::extensions::registry::Extensions>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -130,7 +131,7 @@ pub fn apply(m: &mut Model, w: &Write) -> Result<(), serde_json::Error> {
                 t.values.clear();
             }
         }
-        Write::Audit { .. } => {}
+        Write::Audit { .. } | Write::PutPackage { .. } | Write::DeletePackage { .. } => {}
     }
     Ok(())
 }
@@ -180,7 +181,18 @@ impl Platform {
             credentials: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             hasher: Hasher::for_this_machine().map_err(StoreError::Io)?,
+            extensions: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches the extension system (once, at start).
+    pub fn set_extensions(&self, e: Arc<crate::extensions::registry::Extensions>) {
+        let _ = self.extensions.set(e);
+    }
+
+    /// The extension system, once attached.
+    pub fn extensions(&self) -> Option<&Arc<crate::extensions::registry::Extensions>> {
+        self.extensions.get()
     }
 
     pub fn store(&self) -> &Store {

@@ -19,6 +19,7 @@
 mod api;
 mod client;
 mod fixtures;
+pub mod packages;
 mod raw;
 mod server;
 mod wait;

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod body;
+mod extensions;
 mod handlers;
 mod openapi;
 
@@ -27,6 +28,7 @@ pub struct AppState {
     pub platform: Arc<Platform>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
+    pub max_upload_bytes: usize,
     pub request_timeout: Duration,
     pub tls: bool,
     openapi: Arc<serde_json::Value>,
@@ -36,6 +38,7 @@ impl AppState {
     pub fn new(
         platform: Arc<Platform>,
         max_body_bytes: usize,
+        max_upload_bytes: usize,
         request_timeout: Duration,
         tls: bool,
     ) -> Self {
@@ -43,6 +46,7 @@ impl AppState {
             platform,
             metrics: Arc::new(Metrics::default()),
             max_body_bytes,
+            max_upload_bytes,
             request_timeout,
             tls,
             openapi: Arc::new(openapi::document()),
@@ -57,6 +61,11 @@ pub fn router(state: AppState) -> Router {
         .route("/Thingworx/Login", post(auth::login))
         .route("/Thingworx/Logout", post(auth::logout))
         .route("/Thingworx/AuditLog", get(handlers::audit_log))
+        .route(
+            UPLOAD_PATH,
+            post(extensions::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(state.max_upload_bytes)),
+        )
         .route("/Thingworx/{collection}", get(handlers::list))
         .route("/Thingworx/{collection}/{name}", get(handlers::entity))
         .route(
@@ -82,6 +91,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The extension package upload route, which takes larger bodies (`--max-upload-bytes`).
+const UPLOAD_PATH: &str = "/Thingworx/ExtensionPackageUploader";
+
 /// Bounds each request in size (by `Content-Length`, before reading) and time, and counts it.
 async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -92,8 +104,13 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let path = req.uri().path().to_string();
-    let resp = if declared.is_some_and(|n| n > s.max_body_bytes as u64) {
-        body::too_large(s.max_body_bytes).into_response()
+    let limit = if path == UPLOAD_PATH {
+        s.max_upload_bytes
+    } else {
+        s.max_body_bytes
+    };
+    let resp = if declared.is_some_and(|n| n > limit as u64) {
+        body::too_large(limit).into_response()
     } else {
         match tokio::time::timeout(s.request_timeout, next.run(req)).await {
             Ok(r) => r,

@@ -100,7 +100,17 @@ impl CallError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        ApiError::new(status, self.to_string())
+        let message = match self {
+            // The panic's text goes to the server log, not to the client.
+            CallError::Panicked { ext, .. } => {
+                format!("extension {ext} failed while handling the call (see the server log); it is disabled until restart")
+            }
+            CallError::Poisoned { ext, .. } => {
+                format!("extension {ext} is disabled after an internal failure: restart the server to load it again")
+            }
+            other => other.to_string(),
+        };
+        ApiError::new(status, message)
     }
 }
 

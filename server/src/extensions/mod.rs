@@ -3,5 +3,7 @@
 //! what each extension contributes.
 
 pub mod bridge;
+pub mod definitions;
 pub mod host;
 pub mod package;
+pub mod registry;

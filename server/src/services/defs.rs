@@ -281,6 +281,16 @@ static AUDIT: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
     .returns(T::Infotable)]
 });
 
+/// `PlatformSubsystem`: extension packages (administrators only).
+static PLATFORM: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    vec![
+        ServiceDef::new("GetExtensionPackageList", Access::Custom, "the installed extension packages and whether each is loaded")
+            .returns(T::Infotable),
+        ServiceDef::new("DeleteExtensionPackage", Access::Custom, "deletes an extension package (409 while another depends on it or Things use its templates)")
+            .input(F::new("packageName", T::String).required()),
+    ]
+});
+
 /// `Resources/EntityServices`: creation and deletion of entities.
 static ENTITY_SERVICES: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
     let c = Access::Custom;
@@ -397,6 +407,7 @@ pub fn services_for(kind: EntityKind, entity: &str) -> impl Iterator<Item = &'st
         EntityKind::Group | EntityKind::Organization => [&MEMBERSHIP, &PERMS_DESIGN],
         EntityKind::User => [&USER, &PERMS_DESIGN],
         EntityKind::Subsystem if entity == "AuditSubsystem" => [&AUDIT, &PERMS_RUNTIME],
+        EntityKind::Subsystem if entity == "PlatformSubsystem" => [&PLATFORM, &PERMS_RUNTIME],
         EntityKind::Subsystem => [&[], &PERMS_RUNTIME],
         EntityKind::Resource => [&ENTITY_SERVICES, &[]],
         EntityKind::Collection => [&COLLECTION, &[]],

@@ -165,10 +165,20 @@ pub async fn invoke(
     service: &str,
     body: Value,
 ) -> ApiResult<InfoTable> {
-    let (def, params) = {
+    let (def, params, extension) = {
         let m = p.model();
         m.check_visible(&ctx.who, kind, entity)?;
-        let def = find(kind, entity, service)?;
+        // Host services first, then the services extensions implement on this entity.
+        let (def, extension) = match find(kind, entity, service) {
+            Ok(def) => (def, None),
+            Err(not_found) => match p
+                .extensions()
+                .and_then(|x| x.find_service(&m, kind, entity, service))
+            {
+                Some((def, instance)) => (def, Some(instance)),
+                None => return Err(not_found),
+            },
+        };
         match def.access {
             Access::RunTime => {
                 m.check_runtime(&ctx.who, kind, entity, RunPerm::ServiceInvoke, def.name)?
@@ -185,9 +195,12 @@ pub async fn invoke(
                 "Thing '{entity}' is disabled: enable it with EnableThing"
             )));
         }
-        (def, Params::validate(def, body, &*m)?)
+        (def, Params::validate(def, body, &*m)?, extension)
     };
     tracing::debug!(entity, service = def.name, principal = %ctx.who.name, "service call");
+    if let Some(instance) = extension {
+        return call_extension(p, ctx, kind, entity, def, params, instance).await;
+    }
     let n = def.name;
     if n.contains("Permission") {
         permissions::run(p, ctx, kind, entity, def, params).await
@@ -197,10 +210,95 @@ pub async fn invoke(
         match kind {
             EntityKind::Thing => things::run(p, ctx, entity, def, params).await,
             EntityKind::Resource => entities::run(p, ctx, def, params).await,
+            EntityKind::Subsystem if entity == "PlatformSubsystem" => {
+                extension_packages(p, ctx, def, params).await
+            }
             EntityKind::Subsystem => audit::run(p, params).await,
             _ => members::run(p, ctx, kind, entity, def, params).await,
         }
     }
+}
+
+/// `PlatformSubsystem.GetExtensionPackageList` and `DeleteExtensionPackage`: administrators only.
+async fn extension_packages(
+    p: &Platform,
+    ctx: &Ctx,
+    def: &ServiceDef,
+    params: Params,
+) -> ApiResult<InfoTable> {
+    if !ctx.who.admin {
+        return Err(ApiError::not_authorized(
+            "ServiceInvoke",
+            def.name,
+            "PlatformSubsystem",
+        ));
+    }
+    let Some(ext) = p.extensions() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the extension system is not running",
+        ));
+    };
+    if def.name == "DeleteExtensionPackage" {
+        ext.delete(p, ctx, params.str("packageName")).await?;
+        return Ok(InfoTable::empty());
+    }
+    let mut t = InfoTable::new(&[
+        FieldDef::new("name", BaseType::String),
+        FieldDef::new("packageVersion", BaseType::String),
+        FieldDef::new("vendor", BaseType::String),
+        FieldDef::new("description", BaseType::String),
+        FieldDef::new("dependsOn", BaseType::String),
+        FieldDef::new("sha256", BaseType::String),
+        FieldDef::new("status", BaseType::String),
+    ]);
+    for (md, sha, status) in ext.list() {
+        let deps: Vec<String> = md
+            .depends_on
+            .iter()
+            .map(|d| format!("{}:{}", d.name, d.version))
+            .collect();
+        t.push(serde_json::json!({
+            "name": md.name, "packageVersion": md.version.to_string(), "vendor": md.vendor,
+            "description": md.description, "dependsOn": deps.join(","), "sha256": sha, "status": status,
+        }));
+    }
+    Ok(t)
+}
+
+/// Calls an extension's implementation of a service with validated parameters.
+async fn call_extension(
+    p: &Platform,
+    ctx: &Ctx,
+    kind: EntityKind,
+    entity: &str,
+    def: &ServiceDef,
+    params: Params,
+    instance: std::sync::Arc<crate::extensions::host::Instance>,
+) -> ApiResult<InfoTable> {
+    let request = thingport_sdk::protocol::Request::Invoke {
+        entity_kind: kind.as_str().to_string(),
+        entity: entity.to_string(),
+        service: def.name.to_string(),
+        params: Value::Object(params.0),
+        caller: thingport_sdk::protocol::Caller {
+            name: ctx.who.name.clone(),
+            admin: ctx.who.admin,
+            source_ip: ctx.source_ip.clone(),
+        },
+    };
+    let deadline = p
+        .extensions()
+        .map(|x| x.deadline())
+        .unwrap_or(std::time::Duration::from_secs(10));
+    let value = instance.call(request, deadline).await.map_err(|e| {
+        tracing::warn!(extension = instance.extension(), service = def.name, error = %e, "extension service failed");
+        e.to_api_error()
+    })?;
+    Ok(match def.result.base_type {
+        BaseType::Nothing => InfoTable::empty(),
+        t => InfoTable::scalar(t, value),
+    })
 }
 
 /// Checks a password against the policy (used for the bootstrap administrator too).

@@ -74,6 +74,16 @@ pub enum Write {
         message: String,
         source_ip: String,
     },
+    /// Records an installed extension package (replacing an older version's record).
+    PutPackage {
+        name: String,
+        version: String,
+        sha256: String,
+        installed_by: String,
+    },
+    DeletePackage {
+        name: String,
+    },
 }
 
 impl Write {
@@ -91,6 +101,8 @@ impl Write {
             Write::Audit {
                 category, entity, ..
             } => format!("audit {category} {entity}"),
+            Write::PutPackage { name, version, .. } => format!("put package {name} {version}"),
+            Write::DeletePackage { name } => format!("delete package {name}"),
         }
     }
 }
@@ -257,6 +269,31 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                Write::PutPackage {
+                    name,
+                    version,
+                    sha256,
+                    installed_by,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO extension_packages (name, version, sha256, installed_at, installed_by) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (name) DO UPDATE SET version = excluded.version, sha256 = excluded.sha256, \
+                         installed_at = excluded.installed_at, installed_by = excluded.installed_by",
+                    )
+                    .bind(name)
+                    .bind(version)
+                    .bind(sha256)
+                    .bind(ts)
+                    .bind(installed_by)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeletePackage { name } => {
+                    sqlx::query("DELETE FROM extension_packages WHERE name = $1")
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 Write::Audit {
                     principal,
                     category,
@@ -280,6 +317,17 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Installed extension packages: (name, package sha256), in installation order.
+    pub async fn packages(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name, sha256 FROM extension_packages ORDER BY installed_at, name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     /// Audit entries matching `q`, newest first.

@@ -1,0 +1,90 @@
+//! `POST /Thingworx/ExtensionPackageUploader?purpose=import`: extension package import.
+
+use super::auth::Caller;
+use super::AppState;
+use crate::error::ApiError;
+use crate::model::basetype::{BaseType, FieldDef};
+use crate::model::infotable::InfoTable;
+use axum::extract::{Multipart, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::collections::HashMap;
+
+/// Imports the multipart field `file` (a package, or a zip of packages). Administrators only.
+/// 200 with the report when imported (or unchanged), 406 with the report when refused.
+pub async fn upload(
+    State(s): State<AppState>,
+    Caller(ctx): Caller,
+    Query(q): Query<HashMap<String, String>>,
+    mut form: Multipart,
+) -> Response {
+    if !ctx.who.admin {
+        return ApiError::not_authorized("Import", "ExtensionPackageUploader", "PlatformSubsystem")
+            .into_response();
+    }
+    if q.get("purpose").map(String::as_str) != Some("import") {
+        return ApiError::bad_request("query parameter 'purpose' must be 'import'").into_response();
+    }
+    let mut file = None;
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => match field.bytes().await {
+                Ok(b) => {
+                    file = Some(b.to_vec());
+                    break;
+                }
+                Err(e) => return multipart_error(e),
+            },
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => return multipart_error(e),
+        }
+    }
+    let Some(file) = file else {
+        return ApiError::bad_request("multipart field 'file' (the extension package) is missing")
+            .into_response();
+    };
+    let Some(ext) = s.platform.extensions() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the extension system is not running",
+        )
+        .into_response();
+    };
+    let outcome = match ext.import(&s.platform, &ctx, file).await {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let mut table = InfoTable::new(&[
+        FieldDef::new("name", BaseType::String),
+        FieldDef::new("version", BaseType::String),
+        FieldDef::new("extensionReportStatus", BaseType::Integer),
+        FieldDef::new("reportMessage", BaseType::String),
+    ]);
+    for row in &outcome.rows {
+        table.push(serde_json::to_value(row).unwrap_or_default());
+    }
+    if outcome.refused {
+        let first = outcome
+            .rows
+            .iter()
+            .find(|r| r.is_failure())
+            .map(|r| r.report_message.clone())
+            .unwrap_or_default();
+        tracing::warn!(principal = %ctx.who.name, reason = %first, "extension import refused");
+        let body = serde_json::json!({"error": format!("extension import refused: {first}"), "report": table});
+        return (StatusCode::NOT_ACCEPTABLE, Json(body)).into_response();
+    }
+    (StatusCode::OK, Json(table)).into_response()
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> Response {
+    let status = e.status();
+    let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "extension package too large: see --max-upload-bytes".to_string()
+    } else {
+        format!("malformed multipart upload: {}", e.body_text())
+    };
+    ApiError::new(status, msg).into_response()
+}

@@ -1,0 +1,195 @@
+//! What an extension's manifest contributes, in the host's terms: the entities it defines (owned
+//! by its package) and the services it implements.
+
+use crate::model::basetype::{BaseType, FieldDef};
+use crate::model::entities::*;
+use crate::model::Model;
+use crate::platform::{put_acl, put_entity};
+use crate::security::{Acl, EVERYONE};
+use crate::services::{Access, ServiceDef};
+use crate::store::Write;
+use thingport_sdk::protocol::{Definitions, ServiceDecl};
+
+/// Where an extension service applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Template,
+    Shape,
+    Thing,
+    Subsystem,
+}
+
+/// One service an extension implements, with its host-side definition.
+#[derive(Debug)]
+pub struct ExtService {
+    pub target: Target,
+    pub target_name: String,
+    pub def: &'static ServiceDef,
+}
+
+fn leak(s: &str) -> &'static str {
+    // Extension libraries are never unloaded; neither are the few strings naming their services.
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+pub fn field(f: &thingport_sdk::protocol::Field) -> FieldDef {
+    serde_json::to_value(f)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_else(|| FieldDef::new(&f.name, BaseType::Json))
+}
+
+fn service_def(d: &ServiceDecl) -> &'static ServiceDef {
+    let mut def = ServiceDef::new(leak(&d.name), Access::RunTime, leak(&d.description));
+    def.inputs = d.inputs.iter().map(field).collect();
+    def.result = d
+        .result
+        .as_ref()
+        .map(field)
+        .unwrap_or_else(|| FieldDef::new("result", BaseType::Nothing));
+    def.result.name = "result".into();
+    Box::leak(Box::new(def))
+}
+
+pub fn index_services(defs: &Definitions) -> Vec<ExtService> {
+    let mut out = Vec::new();
+    let mut add = |target, name: &str, decls: &[ServiceDecl]| {
+        for d in decls {
+            out.push(ExtService {
+                target,
+                target_name: name.to_string(),
+                def: service_def(d),
+            });
+        }
+    };
+    for t in &defs.thing_templates {
+        add(Target::Template, &t.name, &t.services);
+    }
+    for s in &defs.thing_shapes {
+        add(Target::Shape, &s.name, &s.services);
+    }
+    for t in &defs.things {
+        add(Target::Thing, &t.name, &t.services);
+    }
+    for s in &defs.subsystems {
+        add(Target::Subsystem, &s.name, &s.services);
+    }
+    out
+}
+
+/// The entities a package defines, as (kind, name).
+pub fn defined_entities(defs: &Definitions) -> Vec<(EntityKind, String)> {
+    let mut v = Vec::new();
+    v.extend(
+        defs.data_shapes
+            .iter()
+            .map(|d| (EntityKind::DataShape, d.name.clone())),
+    );
+    v.extend(
+        defs.thing_shapes
+            .iter()
+            .map(|d| (EntityKind::ThingShape, d.name.clone())),
+    );
+    v.extend(
+        defs.thing_templates
+            .iter()
+            .map(|d| (EntityKind::ThingTemplate, d.name.clone())),
+    );
+    v.extend(
+        defs.things
+            .iter()
+            .map(|d| (EntityKind::Thing, d.name.clone())),
+    );
+    v.extend(
+        defs.subsystems
+            .iter()
+            .map(|d| (EntityKind::Subsystem, d.name.clone())),
+    );
+    v
+}
+
+fn owner_of(m: &Model, kind: EntityKind, name: &str) -> Option<Option<String>> {
+    Some(match kind {
+        EntityKind::DataShape => m.data_shapes.get(name)?.owner.clone(),
+        EntityKind::ThingShape => m.shapes.get(name)?.owner.clone(),
+        EntityKind::ThingTemplate => m.templates.get(name)?.owner.clone(),
+        EntityKind::Thing => m.things.get(name)?.owner.clone(),
+        EntityKind::Subsystem => m.subsystems.get(name)?.owner.clone(),
+        _ => return None,
+    })
+}
+
+/// The writes that (re)define a package's entities, owned by it; refuses names owned by others.
+pub fn entity_writes(m: &Model, package: &str, defs: &Definitions) -> Result<Vec<Write>, String> {
+    for (kind, name) in defined_entities(defs) {
+        if let Some(owner) = owner_of(m, kind, &name) {
+            if owner.as_deref() != Some(package) {
+                let by = owner
+                    .map(|o| format!("extension {o}"))
+                    .unwrap_or_else(|| "the platform".into());
+                return Err(format!("{kind} '{name}' is already defined by {by}"));
+            }
+        }
+        crate::model::names::validate(kind.as_str(), &name).map_err(|e| e.message)?;
+    }
+    let owner = Some(package.to_string());
+    let visible = Acl {
+        visibility: [EVERYONE.to_string()].into(),
+        ..Acl::default()
+    };
+    let mut w = Vec::new();
+    for d in &defs.data_shapes {
+        let e = DataShape {
+            description: d.description.clone(),
+            fields: d.fields.iter().map(field).collect(),
+            owner: owner.clone(),
+        };
+        w.push(put_entity(EntityKind::DataShape, &d.name, &e));
+        w.push(put_acl(EntityKind::DataShape, &d.name, &visible));
+    }
+    for d in &defs.thing_shapes {
+        let e = ThingShape {
+            description: d.description.clone(),
+            properties: d.properties.iter().map(field).collect(),
+            owner: owner.clone(),
+        };
+        w.push(put_entity(EntityKind::ThingShape, &d.name, &e));
+        w.push(put_acl(EntityKind::ThingShape, &d.name, &visible));
+    }
+    for d in &defs.thing_templates {
+        let e = ThingTemplate {
+            description: d.description.clone(),
+            base: Some(d.base.clone().unwrap_or_else(|| "GenericThing".into())),
+            shapes: d.shapes.clone(),
+            properties: d.properties.iter().map(field).collect(),
+            owner: owner.clone(),
+        };
+        w.push(put_entity(EntityKind::ThingTemplate, &d.name, &e));
+        w.push(put_acl(EntityKind::ThingTemplate, &d.name, &visible));
+    }
+    for d in &defs.things {
+        let mut e = m.things.get(&d.name).cloned().unwrap_or(Thing {
+            description: String::new(),
+            template: d.template.clone(),
+            shapes: vec![],
+            properties: vec![],
+            tags: vec![],
+            enabled: true,
+            owner: None,
+            values: Default::default(),
+        });
+        e.description = d.description.clone();
+        e.template = d.template.clone();
+        e.owner = owner.clone();
+        w.push(put_entity(EntityKind::Thing, &d.name, &e));
+    }
+    for d in &defs.subsystems {
+        let e = Subsystem {
+            description: d.description.clone(),
+            owner: owner.clone(),
+        };
+        w.push(put_entity(EntityKind::Subsystem, &d.name, &e));
+        w.push(put_acl(EntityKind::Subsystem, &d.name, &visible));
+    }
+    Ok(w)
+}

@@ -1,0 +1,558 @@
+//! The installed extension packages: import (all or nothing), list, delete, load at start in
+//! dependency order, and the index of the services extensions implement.
+
+use super::definitions::{defined_entities, entity_writes, index_services, ExtService, Target};
+use super::host::{HostServices, Instance, Library};
+use super::package::{
+    self, Action, ImportPlan, Metadata, PackageStore, ReportRow, ReportStatus, Sha256,
+    VerifyOptions, ZipLimits,
+};
+use crate::audit::Category;
+use crate::error::{ApiError, ApiResult};
+use crate::model::entities::*;
+use crate::model::Model;
+use crate::platform::{Ctx, Platform};
+use crate::services::ServiceDef;
+use crate::store::Write;
+use axum::http::StatusCode;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// A loaded package.
+pub struct Runtime {
+    library: Arc<Library>,
+    instance: Arc<Instance>,
+    services: Vec<ExtService>,
+}
+
+/// An installed package and whether it runs.
+pub struct Installed {
+    pub metadata: Metadata,
+    pub sha256: String,
+    runtime: Result<Runtime, String>,
+}
+
+impl Installed {
+    /// `loaded`, `failed: ...` or `disabled: ...` (after a panic).
+    pub fn status(&self) -> String {
+        match &self.runtime {
+            Ok(rt) => match rt.instance.poisoned() {
+                Some(reason) => format!("disabled: {reason}"),
+                None => "loaded".into(),
+            },
+            Err(reason) => format!("failed: {reason}"),
+        }
+    }
+}
+
+/// The extension system's state.
+pub struct Extensions {
+    store: PackageStore,
+    lib_dir: PathBuf,
+    verify: VerifyOptions,
+    limits: ZipLimits,
+    deadline: Duration,
+    services: Arc<dyn HostServices>,
+    installed: RwLock<BTreeMap<String, Installed>>,
+    /// Serialises imports and deletes.
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extensions").finish_non_exhaustive()
+    }
+}
+
+impl Extensions {
+    pub fn new(
+        data_dir: &std::path::Path,
+        verify: VerifyOptions,
+        deadline: Duration,
+        services: Arc<dyn HostServices>,
+    ) -> Self {
+        Extensions {
+            store: PackageStore::new(data_dir),
+            lib_dir: data_dir.join("extensions").join("lib"),
+            verify,
+            limits: ZipLimits::default(),
+            deadline,
+            services,
+            installed: RwLock::new(BTreeMap::new()),
+            gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Writes a verified library where `dlopen` can read it, then opens it and creates an instance.
+    async fn start(
+        &self,
+        name: &str,
+        lib_sha: &str,
+        bytes: &[u8],
+        config: Value,
+    ) -> Result<Runtime, String> {
+        std::fs::create_dir_all(&self.lib_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.lib_dir.display()))?;
+        let path = self.lib_dir.join(format!("{lib_sha}.so"));
+        if !path.is_file() {
+            let tmp = self
+                .lib_dir
+                .join(format!(".{lib_sha}.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, bytes)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("cannot write the library: {e}"))?;
+        }
+        let library =
+            Library::open(&path, name, self.services.clone()).map_err(|e| e.to_string())?;
+        let lib = library.clone();
+        let created = tokio::task::spawn_blocking(move || lib.create(&config));
+        let instance = match tokio::time::timeout(self.deadline, created).await {
+            Ok(Ok(Ok(i))) => Arc::new(i),
+            Ok(Ok(Err(e))) => return Err(format!("its entry point failed: {e}")),
+            Ok(Err(e)) => return Err(format!("its entry point failed: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "its entry point did not return within {:?}",
+                    self.deadline
+                ))
+            }
+        };
+        let services = index_services(&library.manifest().definitions);
+        Ok(Runtime {
+            library,
+            instance,
+            services,
+        })
+    }
+
+    /// The installed packages, for `GetExtensionPackageList`.
+    pub fn list(&self) -> Vec<(Metadata, String, String)> {
+        let installed = self.installed.read().unwrap_or_else(|p| p.into_inner());
+        installed
+            .values()
+            .map(|i| (i.metadata.clone(), i.sha256.clone(), i.status()))
+            .collect()
+    }
+
+    /// Finds an extension service on an entity: on a Thing, those of its own, its template chain
+    /// and the shapes of both.
+    pub fn find_service(
+        &self,
+        m: &Model,
+        kind: EntityKind,
+        entity: &str,
+        service: &str,
+    ) -> Option<(&'static ServiceDef, Arc<Instance>)> {
+        let installed = self.installed.read().unwrap_or_else(|p| p.into_inner());
+        let applies = |s: &ExtService| -> bool {
+            match (kind, s.target) {
+                (EntityKind::Subsystem, Target::Subsystem)
+                | (EntityKind::ThingTemplate, Target::Template) => s.target_name == entity,
+                (EntityKind::Thing, Target::Thing) => s.target_name == entity,
+                (EntityKind::Thing, Target::Template) => m
+                    .things
+                    .get(entity)
+                    .is_some_and(|t| m.template_derives_from(&t.template, &s.target_name)),
+                (EntityKind::Thing, Target::Shape) => m.things.get(entity).is_some_and(|t| {
+                    t.shapes.contains(&s.target_name)
+                        || m.template_chain(&t.template).iter().any(|tpl| {
+                            m.templates
+                                .get(*tpl)
+                                .is_some_and(|tt| tt.shapes.contains(&s.target_name))
+                        })
+                }),
+                _ => false,
+            }
+        };
+        installed
+            .values()
+            .filter_map(|i| i.runtime.as_ref().ok())
+            .find_map(|rt| {
+                rt.services
+                    .iter()
+                    .find(|s| s.def.name == service && applies(s))
+                    .map(|s| (s.def, rt.instance.clone()))
+            })
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+}
+
+/// A verified library's bytes and their sha256 (hex).
+type VerifiedBytes = (Vec<u8>, String);
+
+/// An import's outcome: the report and whether it was refused (406).
+#[derive(Debug)]
+pub struct ImportOutcome {
+    pub rows: Vec<ReportRow>,
+    pub refused: bool,
+}
+
+fn single_failure(name: &str, message: String) -> ImportOutcome {
+    ImportOutcome {
+        rows: vec![ReportRow {
+            name: name.to_string(),
+            version: String::new(),
+            extension_report_status: ReportStatus::Failure,
+            report_message: message,
+        }],
+        refused: true,
+    }
+}
+
+impl Extensions {
+    /// Imports an upload (one package or a zip of packages): all or nothing.
+    pub async fn import(
+        &self,
+        p: &Platform,
+        ctx: &Ctx,
+        upload: Vec<u8>,
+    ) -> ApiResult<ImportOutcome> {
+        let _gate = self.gate.lock().await;
+        let packages = match package::read_upload(upload, &self.limits) {
+            Ok(p) => p,
+            Err(e) => return Ok(single_failure(e.entry().unwrap_or("upload"), e.to_string())),
+        };
+        let installed_versions: BTreeMap<String, semver::Version> = {
+            let i = self.installed.read().unwrap_or_else(|p| p.into_inner());
+            i.iter()
+                .map(|(n, x)| (n.clone(), x.metadata.version.clone()))
+                .collect()
+        };
+        let metas: Vec<&Metadata> = packages.iter().map(|p| &p.metadata).collect();
+        let mut plan: ImportPlan = package::plan_import(&metas, &installed_versions);
+        if plan.is_refused() {
+            return Ok(ImportOutcome {
+                rows: plan.rows,
+                refused: true,
+            });
+        }
+        let mut started: Vec<(usize, Runtime, String)> = Vec::new();
+        let steps = plan.steps.clone();
+        for step in &steps {
+            if step.action == Action::Unchanged {
+                continue;
+            }
+            let pkg = &packages[step.index];
+            let verified = match pkg.verify(&self.verify) {
+                Ok(v) => v,
+                Err(e) => {
+                    plan.refuse(step.index, e.to_string());
+                    return Ok(ImportOutcome {
+                        rows: plan.rows,
+                        refused: true,
+                    });
+                }
+            };
+            let lib_sha = verified.library.sha256.to_string();
+            match self
+                .start(&pkg.metadata.name, &lib_sha, verified.bytes, Value::Null)
+                .await
+            {
+                Ok(rt) => started.push((step.index, rt, pkg.sha256.to_string())),
+                Err(msg) => {
+                    plan.refuse(
+                        step.index,
+                        format!("Extension {} could not be loaded: {msg}", pkg.metadata.name),
+                    );
+                    return Ok(ImportOutcome {
+                        rows: plan.rows,
+                        refused: true,
+                    });
+                }
+            }
+        }
+        // Names must be free: across the model (owned by others) and across this import.
+        let mut seen: BTreeMap<(EntityKind, String), String> = BTreeMap::new();
+        for (index, rt, _) in &started {
+            let name = &packages[*index].metadata.name;
+            for key in defined_entities(&rt.library.manifest().definitions) {
+                if let Some(other) = seen.insert(key.clone(), name.clone()) {
+                    plan.refuse(
+                        *index,
+                        format!(
+                            "{} '{}' is defined by both {other} and {name}",
+                            key.0, key.1
+                        ),
+                    );
+                    return Ok(ImportOutcome {
+                        rows: plan.rows,
+                        refused: true,
+                    });
+                }
+            }
+        }
+        for (index, _, _) in &started {
+            self.store
+                .put(&packages[*index].bytes)
+                .map_err(|e| ApiError::internal("failed to store an extension package", &e))?;
+        }
+        let refusal = std::sync::Mutex::new(None);
+        let committed = p
+            .commit(|m| {
+                let mut w = Vec::new();
+                for (index, rt, sha) in &started {
+                    let md = &packages[*index].metadata;
+                    match entity_writes(m, &md.name, &rt.library.manifest().definitions) {
+                        Ok(ws) => w.extend(ws),
+                        Err(msg) => {
+                            *refusal.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some((*index, msg));
+                            return Err(ApiError::conflict("refused"));
+                        }
+                    }
+                    w.push(Write::PutPackage {
+                        name: md.name.clone(),
+                        version: md.version.to_string(),
+                        sha256: sha.clone(),
+                        installed_by: ctx.who.name.clone(),
+                    });
+                    w.push(ctx.audit(
+                        Category::Extensions,
+                        EntityKind::Resource,
+                        &md.name,
+                        format!("extension package {} {} imported", md.name, md.version),
+                    ));
+                }
+                Ok((w, ()))
+            })
+            .await;
+        if let Some((index, msg)) = refusal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            plan.refuse(index, msg);
+            return Ok(ImportOutcome {
+                rows: plan.rows,
+                refused: true,
+            });
+        }
+        committed?;
+        let mut installed = self.installed.write().unwrap_or_else(|p| p.into_inner());
+        for (index, rt, sha) in started {
+            let md = packages[index].metadata.clone();
+            tracing::info!(extension = %md.name, version = %md.version, principal = %ctx.who.name, "extension package imported");
+            installed.insert(
+                md.name.clone(),
+                Installed {
+                    metadata: md,
+                    sha256: sha,
+                    runtime: Ok(rt),
+                },
+            );
+        }
+        Ok(ImportOutcome {
+            rows: plan.rows,
+            refused: false,
+        })
+    }
+
+    /// Loads every recorded package in dependency order; one that fails (and its dependents) is
+    /// reported and audited, not fatal.
+    pub async fn load_all(&self, p: &Platform) -> Result<(), crate::store::StoreError> {
+        let records = p.store().packages().await?;
+        let mut loaded: Vec<(Metadata, String, Result<VerifiedBytes, String>)> = Vec::new();
+        for (name, sha256) in records {
+            let read = sha256
+                .parse::<Sha256>()
+                .map_err(|e| e.to_string())
+                .and_then(|sha| self.store.get(&sha).map_err(|e| e.to_string()))
+                .and_then(|bytes| {
+                    package::Package::read(bytes, &self.limits).map_err(|e| e.to_string())
+                });
+            match read {
+                Ok(pkg) => {
+                    let lib = pkg
+                        .verify(&self.verify)
+                        .map(|v| (v.bytes.to_vec(), v.library.sha256.to_string()))
+                        .map_err(|e| e.to_string());
+                    loaded.push((pkg.metadata.clone(), sha256, lib));
+                }
+                Err(e) => {
+                    tracing::error!(extension = %name, error = %e, "installed extension package is unreadable; it is not loaded")
+                }
+            }
+        }
+        let metas: Vec<&Metadata> = loaded.iter().map(|(m, _, _)| m).collect();
+        let (order, problems) = package::load_order(&metas);
+        let mut installed = BTreeMap::new();
+        for (i, why) in problems {
+            let (md, sha, _) = &loaded[i];
+            installed.insert(
+                md.name.clone(),
+                Installed {
+                    metadata: md.clone(),
+                    sha256: sha.clone(),
+                    runtime: Err(why),
+                },
+            );
+        }
+        for i in order {
+            let (md, sha, lib) = &loaded[i];
+            let dep_failed = md.depends_on.iter().find(|d| {
+                installed
+                    .get(&d.name)
+                    .is_some_and(|x: &Installed| x.runtime.is_err())
+            });
+            let runtime = match (lib, dep_failed) {
+                (_, Some(d)) => Err(format!("its dependency {} did not load", d.name)),
+                (Err(e), _) => Err(e.clone()),
+                (Ok((bytes, lib_sha)), None) => {
+                    self.start(&md.name, lib_sha, bytes, Value::Null).await
+                }
+            };
+            match &runtime {
+                Ok(_) => {
+                    tracing::info!(extension = %md.name, version = %md.version, "extension loaded")
+                }
+                Err(why) => {
+                    tracing::error!(extension = %md.name, reason = %why, "extension failed to load");
+                    p.audit(Ctx::system().audit(
+                        Category::Extensions,
+                        EntityKind::Resource,
+                        &md.name,
+                        format!("extension failed to load: {why}"),
+                    ))
+                    .await;
+                }
+            }
+            installed.insert(
+                md.name.clone(),
+                Installed {
+                    metadata: md.clone(),
+                    sha256: sha.clone(),
+                    runtime,
+                },
+            );
+        }
+        *self.installed.write().unwrap_or_else(|p| p.into_inner()) = installed;
+        Ok(())
+    }
+
+    /// Deletes a package: refused (409) while another package depends on it or Things use its
+    /// templates or shapes.
+    pub async fn delete(&self, p: &Platform, ctx: &Ctx, name: &str) -> ApiResult<()> {
+        let _gate = self.gate.lock().await;
+        let (metas, sha) = {
+            let i = self.installed.read().unwrap_or_else(|p| p.into_inner());
+            let Some(me) = i.get(name) else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "extension package '{}' is not installed",
+                        crate::model::names::printable(name)
+                    ),
+                ));
+            };
+            let metas: Vec<Metadata> = i.values().map(|x| x.metadata.clone()).collect();
+            (metas, me.sha256.clone())
+        };
+        let refs: Vec<&Metadata> = metas.iter().collect();
+        let dependents: Vec<String> = package::dependents(name, &refs)
+            .into_iter()
+            .map(|i| refs[i].name.clone())
+            .collect();
+        if !dependents.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "extension package {name} is required by {}",
+                dependents.join(", ")
+            )));
+        }
+        p.commit(|m| {
+            let owned = |o: &Option<String>| o.as_deref() == Some(name);
+            let mut users: Vec<String> = m
+                .things
+                .iter()
+                .filter(|(_, t)| !owned(&t.owner))
+                .filter(|(_, t)| {
+                    m.template_chain(&t.template)
+                        .iter()
+                        .any(|tpl| m.templates.get(*tpl).is_some_and(|tt| owned(&tt.owner)))
+                        || t.shapes
+                            .iter()
+                            .any(|s| m.shapes.get(s).is_some_and(|sh| owned(&sh.owner)))
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            users.sort();
+            if !users.is_empty() {
+                return Err(ApiError::conflict(format!(
+                    "extension package {name} is in use by Things: {}",
+                    users.join(", ")
+                )));
+            }
+            let mut w = Vec::new();
+            for (kind, names) in [
+                (
+                    EntityKind::Thing,
+                    m.things
+                        .iter()
+                        .filter(|(_, e)| owned(&e.owner))
+                        .map(|(n, _)| n.clone())
+                        .collect::<Vec<_>>(),
+                ),
+                (
+                    EntityKind::ThingTemplate,
+                    m.templates
+                        .iter()
+                        .filter(|(_, e)| owned(&e.owner))
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                ),
+                (
+                    EntityKind::ThingShape,
+                    m.shapes
+                        .iter()
+                        .filter(|(_, e)| owned(&e.owner))
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                ),
+                (
+                    EntityKind::DataShape,
+                    m.data_shapes
+                        .iter()
+                        .filter(|(_, e)| owned(&e.owner))
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                ),
+                (
+                    EntityKind::Subsystem,
+                    m.subsystems
+                        .iter()
+                        .filter(|(_, e)| owned(&e.owner))
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                ),
+            ] {
+                for n in names {
+                    if kind == EntityKind::Thing {
+                        w.push(Write::DeleteValues { thing: n.clone() });
+                    }
+                    w.push(Write::DeleteEntity { kind, name: n });
+                }
+            }
+            w.push(Write::DeletePackage {
+                name: name.to_string(),
+            });
+            w.push(ctx.audit(
+                Category::Extensions,
+                EntityKind::Resource,
+                name,
+                format!("extension package {name} deleted"),
+            ));
+            Ok((w, ()))
+        })
+        .await?;
+        self.installed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Ok(sha) = sha.parse::<Sha256>() {
+            let _ = self.store.delete(&sha);
+        }
+        tracing::info!(extension = name, principal = %ctx.who.name, "extension package deleted; its library stays mapped until restart");
+        Ok(())
+    }
+}

@@ -1,0 +1,116 @@
+//! Builds extension packages from the fixture libraries, as `thingport ext pack` would, and
+//! uploads them as a browser or script would (multipart field `file`).
+
+use crate::{Client, Resp};
+use reqwest::Method;
+use std::io::Write;
+use std::path::PathBuf;
+use thingport_server::extensions::package::{host_target, Sha256};
+
+/// `target/<profile>/libfixture_<name>.so`, built by `cargo build --workspace`.
+pub fn fixture_library(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
+    let path = profile_dir.join(format!("libfixture_{name}.so"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// What goes into a test package.
+#[derive(Debug, Clone)]
+pub struct PackageSpec {
+    pub name: String,
+    pub version: String,
+    pub depends_on: String,
+    /// The fixture whose library the package carries.
+    pub fixture: String,
+    /// Writes a wrong sha256 into metadata.xml.
+    pub wrong_sha256: bool,
+}
+
+impl PackageSpec {
+    pub fn new(name: &str, fixture: &str) -> Self {
+        PackageSpec {
+            name: name.into(),
+            version: "1.0.0".into(),
+            depends_on: String::new(),
+            fixture: fixture.into(),
+            wrong_sha256: false,
+        }
+    }
+    pub fn version(mut self, v: &str) -> Self {
+        self.version = v.into();
+        self
+    }
+    pub fn depends_on(mut self, d: &str) -> Self {
+        self.depends_on = d.into();
+        self
+    }
+    pub fn wrong_sha256(mut self) -> Self {
+        self.wrong_sha256 = true;
+        self
+    }
+
+    /// The package zip.
+    pub fn build(&self) -> Vec<u8> {
+        let lib = std::fs::read(fixture_library(&self.fixture)).expect("read fixture library");
+        let file = format!("lib/{}/libfixture_{}.so", host_target(), self.fixture);
+        let sha = if self.wrong_sha256 {
+            Sha256::of(b"something else")
+        } else {
+            Sha256::of(&lib)
+        };
+        let depends = if self.depends_on.is_empty() {
+            String::new()
+        } else {
+            format!(r#" dependsOn="{}""#, self.depends_on)
+        };
+        let metadata = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<Entities><ExtensionPackages><ExtensionPackage name="{}" packageVersion="{}" vendor="Thingport tests" description="fixture {}"{depends}>
+<NativeLibrary file="{file}" sha256="{sha}" abiVersion="1"/>
+</ExtensionPackage></ExtensionPackages></Entities>"#,
+            self.name, self.version, self.fixture
+        );
+        zip_of(&[("metadata.xml", metadata.as_bytes()), (&file, &lib)])
+    }
+}
+
+/// A zip of the given files (deflated).
+pub fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in files {
+        w.start_file(*name, opts).expect("zip entry");
+        w.write_all(bytes).expect("zip write");
+    }
+    w.finish().expect("zip finish").into_inner()
+}
+
+/// Uploads `bytes` to the package uploader.
+pub async fn upload(client: &Client, bytes: Vec<u8>) -> Resp {
+    let boundary = "thingport-test-boundary-7d1f";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"package.zip\"\r\nContent-Type: application/zip\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    client
+        .send(
+            Method::POST,
+            "/Thingworx/ExtensionPackageUploader?purpose=import",
+            Some(&format!("multipart/form-data; boundary={boundary}")),
+            Some(body),
+            &[],
+        )
+        .await
+}

@@ -1,0 +1,265 @@
+//! Extension packages through the real HTTP API with real `.so` fixtures: import, services on
+//! extension templates, permissions, reload at start, panics, deadlines, refusals, delete.
+
+use serde_json::json;
+use thingport_e2e::packages::{upload, zip_of, PackageSpec};
+use thingport_e2e::{Server, ServerOptions};
+
+async fn package_list(server: &Server) -> Vec<serde_json::Value> {
+    let r = server
+        .admin()
+        .call(
+            "Subsystems",
+            "PlatformSubsystem",
+            "GetExtensionPackageList",
+            json!({}),
+        )
+        .await
+        .ok();
+    r.rows().clone()
+}
+
+#[tokio::test]
+async fn import_call_restart_and_delete() {
+    let mut server = Server::default_started();
+    let admin = server.admin();
+    let r = upload(&admin, PackageSpec::new("NoopExtension", "noop").build())
+        .await
+        .ok();
+    assert_eq!(r.rows()[0]["extensionReportStatus"], json!(0), "{}", r.text);
+    let list = package_list(&server).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], json!("NoopExtension"));
+    assert_eq!(list[0]["status"], json!("loaded"));
+
+    // The extension's template is usable and its services run on Things of it.
+    admin.create_thing("Widget", "FixtureTemplate").await.ok();
+    let r = admin
+        .call("Things", "Widget", "Add", json!({"a": 2, "b": 40}))
+        .await
+        .ok();
+    assert_eq!(r.rows()[0]["result"].as_f64(), Some(42.0), "{}", r.text);
+    // The host validates inputs against the declared types before the extension sees them.
+    admin
+        .call("Things", "Widget", "Add", json!({"a": "x", "b": 1}))
+        .await
+        .expect_error(400, "parameter 'a'");
+
+    // The same permission path applies: a user needs visibility and ServiceInvoke.
+    let alice = admin.new_user("alice").await;
+    alice
+        .call("Things", "Widget", "Add", json!({"a": 1, "b": 1}))
+        .await
+        .expect(404);
+    admin
+        .grant_visibility("Things", "Widget", "Everyone")
+        .await
+        .ok();
+    alice
+        .call("Things", "Widget", "Add", json!({"a": 1, "b": 1}))
+        .await
+        .expect_error(403, "ServiceInvoke on Add");
+    admin
+        .grant_runtime(
+            "Things",
+            "Widget",
+            "ServiceInvoke",
+            "Add",
+            "alice",
+            "User",
+            true,
+        )
+        .await
+        .ok();
+    alice
+        .call("Things", "Widget", "Add", json!({"a": 1, "b": 1}))
+        .await
+        .ok();
+    // Only administrators import (a small body: the refusal comes before the body is read).
+    upload(&alice, zip_of(&[("metadata.xml", b"<Entities/>")]))
+        .await
+        .expect(403);
+
+    // The same version again: a warning, nothing changed.
+    let r = upload(&admin, PackageSpec::new("NoopExtension", "noop").build())
+        .await
+        .ok();
+    assert_eq!(r.rows()[0]["extensionReportStatus"], json!(2), "{}", r.text);
+
+    // Installed packages load again at start, before the server serves.
+    server.restart();
+    let admin = server.admin();
+    assert_eq!(package_list(&server).await[0]["status"], json!("loaded"));
+    let r = admin
+        .call("Things", "Widget", "Echo", json!({"text": "after restart"}))
+        .await
+        .ok();
+    assert_eq!(r.rows()[0]["result"], json!("after restart"));
+
+    // Delete is refused while Things use its template, then works.
+    admin
+        .call(
+            "Subsystems",
+            "PlatformSubsystem",
+            "DeleteExtensionPackage",
+            json!({"packageName": "NoopExtension"}),
+        )
+        .await
+        .expect_error(409, "Widget");
+    admin
+        .entity_service("DeleteThing", json!({"name": "Widget"}))
+        .await
+        .ok();
+    admin
+        .call(
+            "Subsystems",
+            "PlatformSubsystem",
+            "DeleteExtensionPackage",
+            json!({"packageName": "NoopExtension"}),
+        )
+        .await
+        .ok();
+    assert!(package_list(&server).await.is_empty());
+    assert!(!admin
+        .names("ThingTemplates")
+        .await
+        .contains(&"FixtureTemplate".to_string()));
+    let audit = admin.audit_log("category=EXTENSIONS").await.ok();
+    assert!(
+        audit.text.contains("imported") && audit.text.contains("deleted"),
+        "{}",
+        audit.text
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_service_disables_the_extension_and_the_server_keeps_serving() {
+    let server = Server::default_started();
+    let admin = server.admin();
+    upload(&admin, PackageSpec::new("PanicExtension", "panics").build())
+        .await
+        .ok();
+    let template = package_template(&server, "PanicExtension").await;
+    admin.create_thing("Bomb", &template).await.ok();
+    admin
+        .call("Things", "Bomb", "Boom", json!({}))
+        .await
+        .expect(500);
+    admin
+        .call("Things", "Bomb", "Boom", json!({}))
+        .await
+        .expect_error(503, "disabled");
+    let list = package_list(&server).await;
+    assert!(
+        list[0]["status"].as_str().unwrap().starts_with("disabled"),
+        "{list:?}"
+    );
+    server.anonymous().get("/healthz").await.ok();
+    admin.get("/Thingworx/Things").await.ok();
+}
+
+#[tokio::test]
+async fn a_slow_service_is_answered_at_the_deadline() {
+    let server = Server::start(ServerOptions {
+        extra_args: vec!["--extension-call-timeout".into(), "1".into()],
+        ..ServerOptions::default()
+    });
+    let admin = server.admin();
+    upload(&admin, PackageSpec::new("SlowExtension", "slow").build())
+        .await
+        .ok();
+    let template = package_template(&server, "SlowExtension").await;
+    admin.create_thing("Sloth", &template).await.ok();
+    admin
+        .call("Things", "Sloth", "Sleep", json!({"millis": 3000}))
+        .await
+        .expect_error(504, "did not answer");
+    admin
+        .call("Things", "Sloth", "Sleep", json!({"millis": 1}))
+        .await
+        .ok();
+}
+
+/// The first template the named package defines.
+async fn package_template(server: &Server, package: &str) -> String {
+    let r = server.admin().get("/Thingworx/ThingTemplates").await.ok();
+    let names: Vec<String> = r.column("name");
+    for n in names {
+        let e = server.admin().get_entity("ThingTemplates", &n).await.ok();
+        if e.body["owner"] == json!(package) {
+            return n;
+        }
+    }
+    panic!("package {package} defines no template");
+}
+
+#[tokio::test]
+async fn refused_imports_install_nothing() {
+    let server = Server::default_started();
+    let admin = server.admin();
+    let refused = |r: &thingport_e2e::Resp, needle: &str| {
+        assert_eq!(r.status, 406, "{}", r.text);
+        assert!(r.text.contains(needle), "expected '{needle}' in {}", r.text);
+        assert!(r.body["report"]["rows"].is_array(), "{}", r.text);
+    };
+    refused(&upload(&admin, b"this is not a zip".to_vec()).await, "zip");
+    refused(
+        &upload(
+            &admin,
+            PackageSpec::new("Tampered", "noop").wrong_sha256().build(),
+        )
+        .await,
+        "sha256",
+    );
+    refused(
+        &upload(&admin, PackageSpec::new("InitFails", "initfail").build()).await,
+        "could not be loaded",
+    );
+    refused(
+        &upload(&admin, PackageSpec::new("NoSymbol", "nosymbol").build()).await,
+        "thingport_extension_entry_v1",
+    );
+    refused(
+        &upload(&admin, PackageSpec::new("BadMagic", "badmagic").build()).await,
+        "magic",
+    );
+    refused(
+        &upload(&admin, PackageSpec::new("WrongAbi", "wrongabi").build()).await,
+        "ABI",
+    );
+    refused(
+        &upload(
+            &admin,
+            PackageSpec::new("Needy", "noop")
+                .depends_on("Missing:1.0.0")
+                .build(),
+        )
+        .await,
+        "Missing",
+    );
+    refused(
+        &upload(&admin, zip_of(&[("../evil.txt", b"x")])).await,
+        "evil",
+    );
+    assert!(package_list(&server).await.is_empty());
+    // A duplicate entity name across extensions.
+    upload(&admin, PackageSpec::new("NoopExtension", "noop").build())
+        .await
+        .ok();
+    refused(
+        &upload(&admin, PackageSpec::new("Duplicate", "dupname").build()).await,
+        "FixtureTemplate",
+    );
+    assert_eq!(package_list(&server).await.len(), 1);
+    // A newer version installed refuses an older one.
+    refused(
+        &upload(
+            &admin,
+            PackageSpec::new("NoopExtension", "noop")
+                .version("0.9.0")
+                .build(),
+        )
+        .await,
+        "older than the installed",
+    );
+}
