@@ -263,3 +263,139 @@ async fn refused_imports_install_nothing() {
         "older than the installed",
     );
 }
+
+#[tokio::test]
+async fn upgrades_and_a_package_that_fails_at_start_is_reported_not_fatal() {
+    let mut server = Server::default_started();
+    let admin = server.admin();
+    upload(&admin, PackageSpec::new("NoopExtension", "noop").build())
+        .await
+        .ok();
+    upload(&admin, PackageSpec::new("SlowExtension", "slow").build())
+        .await
+        .ok();
+    // A minor upgrade replaces the installed version.
+    let r = upload(
+        &admin,
+        PackageSpec::new("NoopExtension", "noop")
+            .version("1.1.0")
+            .build(),
+    )
+    .await
+    .ok();
+    assert_eq!(r.rows()[0]["extensionReportStatus"], json!(0), "{}", r.text);
+    let list = package_list(&server).await;
+    let noop = list
+        .iter()
+        .find(|p| p["name"] == json!("NoopExtension"))
+        .unwrap();
+    assert_eq!(noop["packageVersion"], json!("1.1.0"));
+    // A major upgrade is refused with a clear message.
+    let r = upload(
+        &admin,
+        PackageSpec::new("NoopExtension", "noop")
+            .version("2.0.0")
+            .build(),
+    )
+    .await;
+    assert_eq!(r.status, 406, "{}", r.text);
+
+    // Corrupt one stored package: at the next start it is reported as failed, the other loads.
+    let slow = list
+        .iter()
+        .find(|p| p["name"] == json!("SlowExtension"))
+        .unwrap();
+    let sha = slow["sha256"].as_str().unwrap();
+    let stored = server
+        .data_dir()
+        .join("extensions")
+        .join(format!("{sha}.zip"));
+    assert!(stored.is_file(), "{} missing", stored.display());
+    std::fs::write(&stored, b"corrupted").unwrap();
+    server.restart();
+    let list = package_list(&server).await;
+    let status = |n: &str| {
+        list.iter().find(|p| p["name"] == json!(n)).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status("NoopExtension"), "loaded");
+    assert!(status("SlowExtension").starts_with("failed"), "{list:?}");
+    let admin = server.admin();
+    admin.create_thing("Widget", "FixtureTemplate").await.ok();
+    admin
+        .call("Things", "Widget", "Echo", json!({"text": "still here"}))
+        .await
+        .ok();
+}
+
+#[tokio::test]
+async fn unsafe_or_broken_packages_are_refused() {
+    let server = Server::default_started();
+    let admin = server.admin();
+    let refused = |r: thingport_e2e::Resp, needle: &str| {
+        assert_eq!(r.status, 406, "{}", r.text);
+        assert!(
+            r.text.to_lowercase().contains(&needle.to_lowercase()),
+            "expected '{needle}' in {}",
+            r.text
+        );
+    };
+    // A dependency cycle inside a zip of packages.
+    let a = PackageSpec::new("CycleA", "noop")
+        .depends_on("CycleB:1.0.0")
+        .build();
+    let b = PackageSpec::new("CycleB", "slow")
+        .depends_on("CycleA:1.0.0")
+        .build();
+    refused(
+        upload(&admin, zip_of(&[("a.zip", &a), ("b.zip", &b)])).await,
+        "cycle",
+    );
+    // A symlink inside the package.
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.add_symlink(
+        "metadata.xml",
+        "/etc/passwd",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
+    refused(
+        upload(&admin, w.finish().unwrap().into_inner()).await,
+        "symbolic link",
+    );
+    // A compression bomb: 16 MiB of zeros in a few kilobytes.
+    let zeros = vec![0u8; 16 * 1024 * 1024];
+    refused(
+        upload(
+            &admin,
+            zip_of(&[("metadata.xml", b"<Entities/>"), ("lib/bomb.so", &zeros)]),
+        )
+        .await,
+        "ratio",
+    );
+    // metadata.xml without packageVersion: the message names the field.
+    let md = br#"<Entities><ExtensionPackages><ExtensionPackage name="NoVersion"/></ExtensionPackages></Entities>"#;
+    refused(
+        upload(&admin, zip_of(&[("metadata.xml", md)])).await,
+        "packageVersion",
+    );
+    // A package whose library is missing.
+    let md = format!(
+        r#"<Entities><ExtensionPackages><ExtensionPackage name="NoLib" packageVersion="1.0.0"><NativeLibrary file="lib/{}/libnolib.so" sha256="{}" abiVersion="1"/></ExtensionPackage></ExtensionPackages></Entities>"#,
+        thingport_server::extensions::package::host_target(),
+        "0".repeat(64)
+    );
+    refused(
+        upload(&admin, zip_of(&[("metadata.xml", md.as_bytes())])).await,
+        "libnolib.so",
+    );
+    // No metadata.xml at all.
+    refused(
+        upload(&admin, zip_of(&[("readme.txt", b"hello")])).await,
+        "metadata.xml",
+    );
+    assert!(package_list(&server).await.is_empty());
+    server.anonymous().get("/healthz").await.ok();
+}

@@ -354,7 +354,7 @@ impl Extensions {
     pub async fn load_all(&self, p: &Platform) -> Result<(), crate::store::StoreError> {
         let records = p.store().packages().await?;
         let mut loaded: Vec<(Metadata, String, Result<VerifiedBytes, String>)> = Vec::new();
-        for (name, sha256) in records {
+        for (name, version, sha256) in records {
             let read = sha256
                 .parse::<Sha256>()
                 .map_err(|e| e.to_string())
@@ -371,7 +371,20 @@ impl Extensions {
                     loaded.push((pkg.metadata.clone(), sha256, lib));
                 }
                 Err(e) => {
-                    tracing::error!(extension = %name, error = %e, "installed extension package is unreadable; it is not loaded")
+                    // Still listed (as failed) so the operator sees it; its dependents fail too.
+                    let why = format!("its stored package is unreadable: {e}");
+                    let version = semver::Version::parse(&version)
+                        .unwrap_or_else(|_| semver::Version::new(0, 0, 0));
+                    let md = Metadata {
+                        name: name.clone(),
+                        version,
+                        vendor: String::new(),
+                        description: String::new(),
+                        minimum_thingworx_version: None,
+                        depends_on: vec![],
+                        native_libraries: vec![],
+                    };
+                    loaded.push((md, sha256, Err(why)));
                 }
             }
         }

@@ -319,14 +319,15 @@ impl Store {
         Ok(())
     }
 
-    /// Installed extension packages: (name, package sha256), in installation order.
-    pub async fn packages(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT name, sha256 FROM extension_packages ORDER BY installed_at, name")
-                .fetch_all(&self.pool)
-                .await?;
+    /// Installed extension packages: (name, version, package sha256), in installation order.
+    pub async fn packages(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, version, sha256 FROM extension_packages ORDER BY installed_at, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect()
     }
 
