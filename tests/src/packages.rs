@@ -57,6 +57,11 @@ impl PackageSpec {
 
     /// The package zip.
     pub fn build(&self) -> Vec<u8> {
+        self.build_signed(|_| None)
+    }
+
+    /// The package zip with `signature.ed25519` holding `sign(metadata.xml bytes)`, if any.
+    pub fn build_signed(&self, sign: impl Fn(&[u8]) -> Option<String>) -> Vec<u8> {
         let lib = std::fs::read(fixture_library(&self.fixture)).expect("read fixture library");
         let file = format!("lib/{}/libfixture_{}.so", host_target(), self.fixture);
         let sha = if self.wrong_sha256 {
@@ -76,7 +81,14 @@ impl PackageSpec {
 </ExtensionPackage></ExtensionPackages></Entities>"#,
             self.name, self.version, self.fixture
         );
-        zip_of(&[("metadata.xml", metadata.as_bytes()), (&file, &lib)])
+        match sign(metadata.as_bytes()) {
+            Some(sig) => zip_of(&[
+                ("metadata.xml", metadata.as_bytes()),
+                (&file, &lib),
+                ("signature.ed25519", sig.as_bytes()),
+            ]),
+            None => zip_of(&[("metadata.xml", metadata.as_bytes()), (&file, &lib)]),
+        }
     }
 }
 

@@ -399,3 +399,58 @@ async fn unsafe_or_broken_packages_are_refused() {
     assert!(package_list(&server).await.is_empty());
     server.anonymous().get("/healthz").await.ok();
 }
+
+/// A fresh ed25519 key: (public key hex, signer of metadata.xml bytes in the signature file format).
+fn keypair() -> (String, impl Fn(&[u8]) -> Option<String>) {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let public: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
+    let sign = move |bytes: &[u8]| {
+        let sig: [u8; 64] = pair.sign(bytes).as_ref().try_into().unwrap();
+        let key = thingport_server::extensions::package::PublicKey(public);
+        Some(thingport_server::extensions::package::SignatureFile::format(&key, &sig))
+    };
+    (hex(&public), sign)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test]
+async fn trusted_keys_require_a_valid_signature() {
+    let (trusted_public, trusted_sign) = keypair();
+    let (_, other_sign) = keypair();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("trusted-keys");
+    std::fs::write(&keys, format!("# release key\n{trusted_public}\n")).unwrap();
+    let server = Server::start(ServerOptions {
+        extra_args: vec![
+            "--trusted-extension-keys".into(),
+            keys.display().to_string(),
+        ],
+        ..ServerOptions::default()
+    });
+    let admin = server.admin();
+    let spec = PackageSpec::new("NoopExtension", "noop");
+    let r = upload(&admin, spec.build()).await;
+    assert_eq!(
+        r.status, 406,
+        "an unsigned package must be refused: {}",
+        r.text
+    );
+    assert!(r.text.contains("sign"), "{}", r.text);
+    let r = upload(&admin, spec.build_signed(&other_sign)).await;
+    assert_eq!(
+        r.status, 406,
+        "a package signed by an untrusted key must be refused: {}",
+        r.text
+    );
+    // A signature over different metadata does not verify.
+    let forged = spec.build_signed(|_| trusted_sign(b"<Entities/>"));
+    assert_eq!(upload(&admin, forged).await.status, 406);
+    upload(&admin, spec.build_signed(&trusted_sign)).await.ok();
+    assert_eq!(package_list(&server).await[0]["status"], json!("loaded"));
+}
