@@ -31,6 +31,12 @@ async fn import_call_restart_and_delete() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["name"], json!("NoopExtension"));
     assert_eq!(list[0]["status"], json!("loaded"));
+    // The extension's own log lines reach the server's log, attributed to it.
+    let log = server.log();
+    assert!(
+        log.lines().any(|l| l.contains("created with") && l.contains("NoopExtension")),
+        "extension log line missing from the server log:\n{log}"
+    );
 
     // The extension's template is usable and its services run on Things of it.
     admin.create_thing("Widget", "FixtureTemplate").await.ok();
