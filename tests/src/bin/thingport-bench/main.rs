@@ -4,6 +4,8 @@
 //!
 //! * `platform`: permission-checked REST calls (property read, service call, Thing create) on one
 //!   and on many keep-alive connections, with `/healthz` as the same-run HTTP baseline.
+//! * `extension`: the host → extension → host round trip of a service call into the real fixture
+//!   extension library, in-process, blocking and async, against a JSON-only baseline.
 //!
 //! Later subcommands (`tunnel`, ...) plug in beside `platform` in [`Command`].
 //!
@@ -11,6 +13,7 @@
 //! the figures meet their targets (a MISS is reported, not fatal: the machine is noisy); 1 when the
 //! tool could not run or any request failed; 2 for a usage error.
 
+mod extension;
 mod http;
 mod load;
 mod platform;
@@ -35,12 +38,16 @@ enum Command {
     /// Host platform: permission-checked property reads, service calls and Thing creates per second
     /// on 1 and on N concurrent connections, with latency percentiles and server memory.
     Platform(platform::PlatformArgs),
+    /// Extensions: the host → extension → host round trip of a service call into the fixture
+    /// extension library (blocking and async paths, with a JSON-only baseline).
+    Extension(extension::ExtensionArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Platform(args) => run_async(args.client_threads as usize, platform::run(args)),
+        Command::Extension(args) => extension::run(args),
     };
     match result {
         Ok(outcome) if outcome.requests_failed == 0 => ExitCode::SUCCESS,
