@@ -143,7 +143,7 @@ pub async fn ensure(p: &Platform, admin_password: Option<&str>) -> ApiResult<Out
                     name,
                     &Subsystem {
                         description: description.into(),
-                        owner: None,
+                        ..Subsystem::default()
                     },
                 ));
                 // Visible to all, so a caller without ServiceInvoke gets a 403 that names it.

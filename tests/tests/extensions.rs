@@ -34,7 +34,8 @@ async fn import_call_restart_and_delete() {
     // The extension's own log lines reach the server's log, attributed to it.
     let log = server.log();
     assert!(
-        log.lines().any(|l| l.contains("created with") && l.contains("NoopExtension")),
+        log.lines()
+            .any(|l| l.contains("created with") && l.contains("NoopExtension")),
         "extension log line missing from the server log:\n{log}"
     );
 
@@ -459,4 +460,126 @@ async fn trusted_keys_require_a_valid_signature() {
     assert_eq!(upload(&admin, forged).await.status, 406);
     upload(&admin, spec.build_signed(&trusted_sign)).await.ok();
     assert_eq!(package_list(&server).await[0]["status"], json!("loaded"));
+}
+
+#[tokio::test]
+async fn configuration_tables_are_validated_persisted_and_reach_the_extension() {
+    let mut server = Server::default_started();
+    let admin = server.admin();
+    upload(&admin, PackageSpec::new("NoopExtension", "noop").build())
+        .await
+        .ok();
+    let get = |c: thingport_e2e::Client| async move {
+        c.call(
+            "Subsystems",
+            "FixtureSubsystem",
+            "GetConfigurationTable",
+            json!({"configurationTable": "Settings"}),
+        )
+        .await
+        .ok()
+        .rows()[0]["limit"]
+            .clone()
+    };
+    assert_eq!(get(server.admin()).await, json!(5), "the declared default");
+    let set = |limit: serde_json::Value| json!({"configurationTable": "Settings", "values": {"rows": [{"limit": limit}]}});
+    admin
+        .call(
+            "Subsystems",
+            "FixtureSubsystem",
+            "SetConfigurationTable",
+            set(json!(11)),
+        )
+        .await
+        .expect_error(422, "'limit'");
+    admin
+        .call(
+            "Subsystems",
+            "FixtureSubsystem",
+            "SetConfigurationTable",
+            set(json!("many")),
+        )
+        .await
+        .expect_error(400, "INTEGER");
+    admin
+        .call(
+            "Subsystems",
+            "FixtureSubsystem",
+            "GetConfigurationTable",
+            json!({"configurationTable": "Nope"}),
+        )
+        .await
+        .expect_error(404, "Nope");
+    admin
+        .call(
+            "Subsystems",
+            "FixtureSubsystem",
+            "SetConfigurationTable",
+            set(json!(7)),
+        )
+        .await
+        .ok();
+    assert_eq!(get(server.admin()).await, json!(7));
+    // The running extension was told, and a non-administrator may not change it.
+    assert!(
+        server
+            .log()
+            .contains(r#"configured with {"Settings":{"limit":7}}"#),
+        "{}",
+        server.log()
+    );
+    let alice = admin.new_user("alice").await;
+    alice
+        .call(
+            "Subsystems",
+            "FixtureSubsystem",
+            "SetConfigurationTable",
+            set(json!(3)),
+        )
+        .await
+        .expect(403);
+    // Persisted, and handed to the extension when it is created at the next start.
+    server.restart();
+    assert_eq!(get(server.admin()).await, json!(7));
+    assert!(
+        server
+            .log()
+            .contains(r#"created with {"Settings":{"limit":7}}"#),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn host_timers_call_back_into_the_extension() {
+    let server = Server::default_started();
+    let admin = server.admin();
+    upload(&admin, PackageSpec::new("NoopExtension", "noop").build())
+        .await
+        .ok();
+    admin.create_thing("Clock", "FixtureTemplate").await.ok();
+    admin
+        .call(
+            "Things",
+            "Clock",
+            "StartTimer",
+            json!({"name": "t1", "delayMs": 50}),
+        )
+        .await
+        .ok();
+    thingport_e2e::wait_until(
+        std::time::Duration::from_secs(20),
+        "the extension's timer to fire",
+        || {
+            let admin = server.admin();
+            async move {
+                admin
+                    .audit_log("category=EXTENSIONS")
+                    .await
+                    .text
+                    .contains("timer t1 fired")
+            }
+        },
+    )
+    .await;
 }

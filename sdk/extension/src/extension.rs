@@ -65,6 +65,16 @@ pub trait Extension: Send + Sync + Sized + 'static {
         let _ = name;
         Ok(())
     }
+
+    /// An administrator changed a configuration table of one of this extension's subsystems
+    /// (`SetConfigurationTable`); `config` is the whole configuration, shaped as in `create`
+    /// (`{"<table>": {"<field>": value}}`), already validated against the declared types and ranges.
+    ///
+    /// Default: does nothing (the new values reach `create` at the next start).
+    fn on_configure(&self, config: &Value) -> Result<(), Error> {
+        let _ = config;
+        Ok(())
+    }
 }
 
 /// One service call, as [`Extension::invoke`] receives it.

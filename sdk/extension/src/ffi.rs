@@ -294,6 +294,7 @@ fn call_instance<T: Extension>(instance: u64, request: Slice) -> (u32, Vec<u8>) 
             caller,
         }),
         Request::Timer { name } => extension.on_timer(&name).map(|()| Value::Null),
+        Request::Configure { config } => extension.on_configure(&config).map(|()| Value::Null),
     };
     match result {
         Ok(result) => (STATUS_OK, json(&InvokeResult { result })),

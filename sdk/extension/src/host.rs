@@ -155,6 +155,29 @@ impl Host {
         decode(response, "ThingsOfTemplate")
     }
 
+    /// Schedules (or replaces) the timer `name`: `Extension::on_timer(name)` runs after `delay`,
+    /// then every `period` if given. The host owns the clock; timers end with the instance.
+    pub fn schedule_timer(
+        &self,
+        name: &str,
+        delay: std::time::Duration,
+        period: Option<std::time::Duration>,
+    ) -> Result<(), Error> {
+        self.backend.host_call(&HostRequest::ScheduleTimer {
+            name: name.into(),
+            delay_ms: delay.as_millis().try_into().unwrap_or(u64::MAX),
+            period_ms: period.map(|p| p.as_millis().try_into().unwrap_or(u64::MAX)),
+        })?;
+        Ok(())
+    }
+
+    /// Cancels the timer `name`, if it exists.
+    pub fn cancel_timer(&self, name: &str) -> Result<(), Error> {
+        self.backend
+            .host_call(&HostRequest::CancelTimer { name: name.into() })?;
+        Ok(())
+    }
+
     /// Sends a log line to the host, which records it under the extension's name.
     pub fn log(&self, level: Level, message: impl fmt::Display) {
         self.backend.log(level, "", &message.to_string());

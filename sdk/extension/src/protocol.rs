@@ -233,6 +233,10 @@ pub enum Request {
     /// A timer the extension scheduled fired.
     #[serde(rename_all = "camelCase")]
     Timer { name: String },
+    /// An administrator changed a configuration table of one of the extension's subsystems;
+    /// `config` is the whole configuration in the shape `create` receives (ABI 1.1).
+    #[serde(rename_all = "camelCase")]
+    Configure { config: Value },
 }
 
 /// Whose fault an error is; the host maps it to an HTTP status.
@@ -303,6 +307,18 @@ pub enum HostRequest {
     /// Names of the Things of a template (and of templates derived from it).
     #[serde(rename_all = "camelCase")]
     ThingsOfTemplate { template: String },
+    /// Schedules (or replaces) the timer `name` of this extension: it fires `Request::Timer`
+    /// after `delay_ms`, then every `period_ms` if given (ABI 1.1). Result: `null`.
+    #[serde(rename_all = "camelCase")]
+    ScheduleTimer {
+        name: String,
+        delay_ms: u64,
+        #[serde(default)]
+        period_ms: Option<u64>,
+    },
+    /// Cancels the timer `name` (no error if there is none). Result: `null`.
+    #[serde(rename_all = "camelCase")]
+    CancelTimer { name: String },
 }
 
 /// A service's result as the host answers [`HostRequest::Invoke`]: the REST API's infotable,

@@ -55,6 +55,8 @@ struct State {
     audit: Mutex<Vec<AuditEntry>>,
     logs: Mutex<Vec<LogLine>>,
     responders: Mutex<HashMap<(String, String, String), Arc<Responder>>>,
+    /// Scheduled timers: name → (delay ms, period ms). Tests fire them with `FakeInstance::timer`.
+    timers: Mutex<BTreeMap<String, (u64, Option<u64>)>>,
     /// The C table over this state, built on the first `instantiate` (and leaked, as the ABI
     /// wants host tables to live as long as the process).
     table: OnceLock<&'static HostApi>,
@@ -118,6 +120,11 @@ impl FakeHost {
     /// The audit entries written so far, oldest first.
     pub fn audit_entries(&self) -> Vec<AuditEntry> {
         lock(&self.state.audit).clone()
+    }
+
+    /// The timers the extension has scheduled and not cancelled: name → (delay ms, period ms).
+    pub fn timers(&self) -> BTreeMap<String, (u64, Option<u64>)> {
+        lock(&self.state.timers).clone()
     }
 
     /// The log lines sent so far, oldest first.
@@ -209,6 +216,18 @@ impl FakeHost {
                     .map(|(name, _)| Value::String(name.clone()))
                     .collect();
                 Ok(Value::Array(names))
+            }
+            HostRequest::ScheduleTimer {
+                name,
+                delay_ms,
+                period_ms,
+            } => {
+                lock(&self.state.timers).insert(name.clone(), (*delay_ms, *period_ms));
+                Ok(Value::Null)
+            }
+            HostRequest::CancelTimer { name } => {
+                lock(&self.state.timers).remove(name);
+                Ok(Value::Null)
             }
         }
     }

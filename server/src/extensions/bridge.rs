@@ -116,6 +116,24 @@ impl HostServices for PlatformBridge {
                 }));
                 Ok(Value::Null)
             }
+            HostRequest::ScheduleTimer {
+                name,
+                delay_ms,
+                period_ms,
+            } => {
+                let ext = p.extensions().ok_or_else(|| ErrorBody {
+                    error: "the extension system is not running".into(),
+                    kind: ErrorKind::Unavailable,
+                })?;
+                ext.schedule_timer(&self.runtime, extension, &name, delay_ms, period_ms)?;
+                Ok(Value::Null)
+            }
+            HostRequest::CancelTimer { name } => {
+                if let Some(ext) = p.extensions() {
+                    ext.cancel_timer(extension, &name);
+                }
+                Ok(Value::Null)
+            }
             HostRequest::ThingsOfTemplate { template } => {
                 let m = p.model();
                 let mut names: Vec<&String> = m

@@ -187,6 +187,13 @@ pub fn entity_writes(m: &Model, package: &str, defs: &Definitions) -> Result<Vec
         let e = Subsystem {
             description: d.description.clone(),
             owner: owner.clone(),
+            configuration: d.configuration.clone(),
+            // An upgrade keeps the values an administrator set.
+            values: m
+                .subsystems
+                .get(&d.name)
+                .map(|x| x.values.clone())
+                .unwrap_or_default(),
         };
         w.push(put_entity(EntityKind::Subsystem, &d.name, &e));
         w.push(put_acl(EntityKind::Subsystem, &d.name, &visible));

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use thingport_sdk::protocol::{ErrorBody, ErrorKind, Request};
 
 /// A loaded package.
 pub struct Runtime {
@@ -59,7 +60,16 @@ pub struct Extensions {
     installed: RwLock<BTreeMap<String, Installed>>,
     /// Serialises imports and deletes.
     gate: tokio::sync::Mutex<()>,
+    /// Live timers: (extension, timer name) → its task.
+    timers: std::sync::Mutex<std::collections::HashMap<(String, String), tokio::task::AbortHandle>>,
 }
+
+/// Most timers one extension may have at once.
+const MAX_TIMERS: usize = 1_000;
+/// Shortest timer period.
+const MIN_PERIOD_MS: u64 = 10;
+/// Longest timer delay or period (30 days).
+const MAX_DELAY_MS: u64 = 30 * 24 * 3600 * 1000;
 
 impl std::fmt::Debug for Extensions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,6 +93,7 @@ impl Extensions {
             services,
             installed: RwLock::new(BTreeMap::new()),
             gate: tokio::sync::Mutex::new(()),
+            timers: Default::default(),
         }
     }
 
@@ -92,7 +103,7 @@ impl Extensions {
         name: &str,
         lib_sha: &str,
         bytes: &[u8],
-        config: Value,
+        p: &Platform,
     ) -> Result<Runtime, String> {
         std::fs::create_dir_all(&self.lib_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.lib_dir.display()))?;
@@ -107,6 +118,7 @@ impl Extensions {
         }
         let library =
             Library::open(&path, name, self.services.clone()).map_err(|e| e.to_string())?;
+        let config = config_for(&p.model(), &library.manifest().definitions);
         let lib = library.clone();
         let created = tokio::task::spawn_blocking(move || lib.create(&config));
         let instance = match tokio::time::timeout(self.deadline, created).await {
@@ -181,6 +193,121 @@ impl Extensions {
     pub fn deadline(&self) -> Duration {
         self.deadline
     }
+
+    /// The running instance of an extension package.
+    pub fn instance_of(&self, package: &str) -> Option<Arc<Instance>> {
+        let installed = self.installed.read().unwrap_or_else(|p| p.into_inner());
+        installed
+            .get(package)
+            .and_then(|i| i.runtime.as_ref().ok())
+            .map(|rt| rt.instance.clone())
+    }
+
+    /// Schedules (or replaces) a timer of `package`: `Request::Timer` after `delay_ms`, then every
+    /// `period_ms`. The instance is looked up at each firing, so a timer of a package that is
+    /// deleted, or whose import was refused, does nothing.
+    pub fn schedule_timer(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        package: &str,
+        name: &str,
+        delay_ms: u64,
+        period_ms: Option<u64>,
+    ) -> Result<(), ErrorBody> {
+        let bad = |m: String| ErrorBody {
+            error: m,
+            kind: ErrorKind::BadRequest,
+        };
+        if name.is_empty() || name.len() > 128 {
+            return Err(bad("a timer name must be 1 to 128 bytes".into()));
+        }
+        if delay_ms > MAX_DELAY_MS
+            || period_ms.is_some_and(|p| !(MIN_PERIOD_MS..=MAX_DELAY_MS).contains(&p))
+        {
+            return Err(bad(format!("timer '{name}': delay must be at most {MAX_DELAY_MS} ms and a period {MIN_PERIOD_MS}..{MAX_DELAY_MS} ms")));
+        }
+        let key = (package.to_string(), name.to_string());
+        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        if !timers.contains_key(&key)
+            && timers.keys().filter(|(p, _)| p == package).count() >= MAX_TIMERS
+        {
+            return Err(ErrorBody {
+                error: format!("extension {package} has {MAX_TIMERS} timers already"),
+                kind: ErrorKind::Unavailable,
+            });
+        }
+        let me = Arc::downgrade(self);
+        let (pkg, timer) = key.clone();
+        let task = runtime.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            loop {
+                let Some(ext) = me.upgrade() else { return };
+                if let Some(instance) = ext.instance_of(&pkg) {
+                    let request = Request::Timer { name: timer.clone() };
+                    if let Err(e) = instance.call(request, ext.deadline).await {
+                        tracing::warn!(extension = %pkg, timer = %timer, error = %e, "extension timer callback failed");
+                    }
+                }
+                drop(ext);
+                match period_ms {
+                    Some(p) => tokio::time::sleep(Duration::from_millis(p)).await,
+                    None => break,
+                }
+            }
+            if let Some(ext) = me.upgrade() {
+                ext.timers.lock().unwrap_or_else(|p| p.into_inner()).remove(&(pkg, timer));
+            }
+        });
+        if let Some(old) = timers.insert(key, task.abort_handle()) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    /// Cancels a timer of `package`, if it exists.
+    pub fn cancel_timer(&self, package: &str, name: &str) {
+        if let Some(t) = self
+            .timers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(package.to_string(), name.to_string()))
+        {
+            t.abort();
+        }
+    }
+
+    fn cancel_timers_of(&self, package: &str) {
+        self.timers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(p, _), t| {
+                if p == package {
+                    t.abort();
+                }
+                p != package
+            });
+    }
+}
+
+/// The configuration an extension's instance receives: `{"<table>": {"<field>": value}}` over
+/// the configuration tables of its subsystems, with the values set so far (defaults otherwise).
+pub fn config_for(m: &Model, defs: &thingport_sdk::protocol::Definitions) -> Value {
+    let mut out = serde_json::Map::new();
+    for d in &defs.subsystems {
+        let current = Subsystem {
+            configuration: d.configuration.clone(),
+            values: m
+                .subsystems
+                .get(&d.name)
+                .map(|x| x.values.clone())
+                .unwrap_or_default(),
+            ..Subsystem::default()
+        };
+        if let Value::Object(tables) = current.config() {
+            out.extend(tables);
+        }
+    }
+    Value::Object(out)
 }
 
 /// A verified library's bytes and their sha256 (hex).
@@ -251,7 +378,7 @@ impl Extensions {
             };
             let lib_sha = verified.library.sha256.to_string();
             match self
-                .start(&pkg.metadata.name, &lib_sha, verified.bytes, Value::Null)
+                .start(&pkg.metadata.name, &lib_sha, verified.bytes, p)
                 .await
             {
                 Ok(rt) => started.push((step.index, rt, pkg.sha256.to_string())),
@@ -412,9 +539,7 @@ impl Extensions {
             let runtime = match (lib, dep_failed) {
                 (_, Some(d)) => Err(format!("its dependency {} did not load", d.name)),
                 (Err(e), _) => Err(e.clone()),
-                (Ok((bytes, lib_sha)), None) => {
-                    self.start(&md.name, lib_sha, bytes, Value::Null).await
-                }
+                (Ok((bytes, lib_sha)), None) => self.start(&md.name, lib_sha, bytes, p).await,
             };
             match &runtime {
                 Ok(_) => {
@@ -562,6 +687,7 @@ impl Extensions {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+        self.cancel_timers_of(name);
         if let Ok(sha) = sha.parse::<Sha256>() {
             let _ = self.store.delete(&sha);
         }

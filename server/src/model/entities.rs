@@ -3,7 +3,7 @@
 use super::basetype::FieldDef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 /// The kinds of entity, each with its REST collection name.
@@ -232,4 +232,41 @@ pub struct Subsystem {
     pub description: String,
     #[serde(default)]
     pub owner: Option<String>,
+    /// Declared configuration tables (fields with types, defaults and ranges).
+    #[serde(default)]
+    pub configuration: Vec<thingport_sdk::protocol::ConfigTableDef>,
+    /// Values set with `SetConfigurationTable`: table → field → value (unset fields use defaults).
+    #[serde(default)]
+    pub values: BTreeMap<String, serde_json::Map<String, Value>>,
+}
+
+impl Subsystem {
+    /// One table's current values, defaults filled in.
+    pub fn table_values(&self, table: &str) -> Option<serde_json::Map<String, Value>> {
+        let def = self.configuration.iter().find(|t| t.name == table)?;
+        let set = self.values.get(table);
+        Some(
+            def.fields
+                .iter()
+                .map(|f| {
+                    let v = set
+                        .and_then(|s| s.get(&f.field.name))
+                        .cloned()
+                        .or_else(|| f.field.default_value.clone())
+                        .unwrap_or(Value::Null);
+                    (f.field.name.clone(), v)
+                })
+                .collect(),
+        )
+    }
+
+    /// Every table's current values: `{"<table>": {"<field>": value}}`, as extensions receive it.
+    pub fn config(&self) -> Value {
+        let m: serde_json::Map<String, Value> = self
+            .configuration
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), Value::Object(self.table_values(&t.name)?))))
+            .collect();
+        Value::Object(m)
+    }
 }

@@ -281,6 +281,34 @@ static AUDIT: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
     .returns(T::Infotable)]
 });
 
+/// Configuration tables, on every subsystem.
+static CONFIG: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    vec![
+        ServiceDef::new(
+            "GetConfigurationTable",
+            Access::Design(DesignPerm::Read),
+            "the values of a configuration table, as one row",
+        )
+        .input(
+            F::new("configurationTable", T::String)
+                .required()
+                .describe("e.g. Settings"),
+        )
+        .returns(T::Infotable),
+        ServiceDef::new(
+            "SetConfigurationTable",
+            Access::Design(DesignPerm::Update),
+            "sets values of a configuration table; out-of-range values are refused with 422",
+        )
+        .input(F::new("configurationTable", T::String).required())
+        .input(
+            F::new("values", T::Infotable)
+                .required()
+                .describe("one row: field name to value"),
+        ),
+    ]
+});
+
 /// `PlatformSubsystem`: extension packages (administrators only).
 static PLATFORM: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
     vec![
@@ -413,10 +441,10 @@ pub fn services_for(kind: EntityKind, entity: &str) -> impl Iterator<Item = &'st
         EntityKind::Collection => [&COLLECTION, &[]],
         EntityKind::DataShape | EntityKind::ApplicationKey => [&[], &PERMS_DESIGN],
     };
-    let thing_defs: &'static [ServiceDef] = if kind == EntityKind::Thing {
-        &PROPERTY_DEFS
-    } else {
-        &[]
+    let thing_defs: &'static [ServiceDef] = match kind {
+        EntityKind::Thing => &PROPERTY_DEFS,
+        EntityKind::Subsystem => &CONFIG,
+        _ => &[],
     };
     lists.into_iter().chain([thing_defs]).flatten()
 }

@@ -6,6 +6,7 @@
 //! and only then runs the implementation. Extensions will register definitions here too.
 
 mod audit;
+mod config;
 mod defs;
 mod entities;
 mod members;
@@ -204,6 +205,8 @@ pub async fn invoke(
     let n = def.name;
     if n.contains("Permission") {
         permissions::run(p, ctx, kind, entity, def, params).await
+    } else if n.ends_with("ConfigurationTable") {
+        config::run(p, ctx, entity, def, params).await
     } else if n.ends_with("PropertyDefinition") {
         things::run_definition(p, ctx, kind, entity, def, params).await
     } else {
