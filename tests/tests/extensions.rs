@@ -117,6 +117,38 @@ async fn import_call_restart_and_delete() {
         .entity_service("DeleteThing", json!({"name": "Widget"}))
         .await
         .ok();
+    // A template derived from the extension's template blocks the delete too, Things or not.
+    admin
+        .create_template("Derived", "FixtureTemplate")
+        .await
+        .ok();
+    admin
+        .call(
+            "Subsystems",
+            "PlatformSubsystem",
+            "DeleteExtensionPackage",
+            json!({"packageName": "NoopExtension"}),
+        )
+        .await
+        .expect_error(409, "Derived");
+    admin
+        .entity_service("DeleteThingTemplate", json!({"name": "Derived"}))
+        .await
+        .ok();
+    // What an extension owns changes only with its package.
+    admin
+        .entity_service("DeleteThingTemplate", json!({"name": "FixtureTemplate"}))
+        .await
+        .expect_error(409, "belongs to extension package NoopExtension");
+    admin
+        .call(
+            "ThingTemplates",
+            "FixtureTemplate",
+            "AddPropertyDefinition",
+            json!({"name": "x", "type": "STRING"}),
+        )
+        .await
+        .expect_error(409, "belongs to extension package");
     admin
         .call(
             "Subsystems",

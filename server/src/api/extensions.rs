@@ -52,9 +52,14 @@ pub async fn upload(
         )
         .into_response();
     };
-    let outcome = match ext.import(&s.platform, &ctx, file).await {
-        Ok(o) => o,
-        Err(e) => return e.into_response(),
+    // Its own task: dropping this handler (request timeout, client gone) must not cancel an import
+    // between its database commit and the registry update.
+    let (ext, platform, who) = (ext.clone(), s.platform.clone(), ctx.clone());
+    let task = tokio::spawn(async move { ext.import(&platform, &who, file).await });
+    let outcome = match task.await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return e.into_response(),
+        Err(e) => return ApiError::internal("the import task failed", &e).into_response(),
     };
     let mut table = InfoTable::new(&[
         FieldDef::new("name", BaseType::String),

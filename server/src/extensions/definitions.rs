@@ -108,7 +108,7 @@ pub fn defined_entities(defs: &Definitions) -> Vec<(EntityKind, String)> {
     v
 }
 
-fn owner_of(m: &Model, kind: EntityKind, name: &str) -> Option<Option<String>> {
+pub fn owner_of(m: &Model, kind: EntityKind, name: &str) -> Option<Option<String>> {
     Some(match kind {
         EntityKind::DataShape => m.data_shapes.get(name)?.owner.clone(),
         EntityKind::ThingShape => m.shapes.get(name)?.owner.clone(),
@@ -145,7 +145,10 @@ pub fn entity_writes(m: &Model, package: &str, defs: &Definitions) -> Result<Vec
             owner: owner.clone(),
         };
         w.push(put_entity(EntityKind::DataShape, &d.name, &e));
-        w.push(put_acl(EntityKind::DataShape, &d.name, &visible));
+        if !m.exists(EntityKind::DataShape, &d.name) {
+            // Only for new entities: an upgrade keeps the grants an administrator made.
+            w.push(put_acl(EntityKind::DataShape, &d.name, &visible));
+        }
     }
     for d in &defs.thing_shapes {
         let e = ThingShape {
@@ -154,7 +157,10 @@ pub fn entity_writes(m: &Model, package: &str, defs: &Definitions) -> Result<Vec
             owner: owner.clone(),
         };
         w.push(put_entity(EntityKind::ThingShape, &d.name, &e));
-        w.push(put_acl(EntityKind::ThingShape, &d.name, &visible));
+        if !m.exists(EntityKind::ThingShape, &d.name) {
+            // Only for new entities: an upgrade keeps the grants an administrator made.
+            w.push(put_acl(EntityKind::ThingShape, &d.name, &visible));
+        }
     }
     for d in &defs.thing_templates {
         let e = ThingTemplate {
@@ -165,7 +171,10 @@ pub fn entity_writes(m: &Model, package: &str, defs: &Definitions) -> Result<Vec
             owner: owner.clone(),
         };
         w.push(put_entity(EntityKind::ThingTemplate, &d.name, &e));
-        w.push(put_acl(EntityKind::ThingTemplate, &d.name, &visible));
+        if !m.exists(EntityKind::ThingTemplate, &d.name) {
+            // Only for new entities: an upgrade keeps the grants an administrator made.
+            w.push(put_acl(EntityKind::ThingTemplate, &d.name, &visible));
+        }
     }
     for d in &defs.things {
         let mut e = m.things.get(&d.name).cloned().unwrap_or(Thing {
@@ -196,7 +205,10 @@ pub fn entity_writes(m: &Model, package: &str, defs: &Definitions) -> Result<Vec
                 .unwrap_or_default(),
         };
         w.push(put_entity(EntityKind::Subsystem, &d.name, &e));
-        w.push(put_acl(EntityKind::Subsystem, &d.name, &visible));
+        if !m.exists(EntityKind::Subsystem, &d.name) {
+            // Only for new entities: an upgrade keeps the grants an administrator made.
+            w.push(put_acl(EntityKind::Subsystem, &d.name, &visible));
+        }
     }
     Ok(w)
 }

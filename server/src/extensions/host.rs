@@ -30,7 +30,7 @@ use thingport_sdk::protocol::{ErrorBody, ErrorKind, HostRequest, InvokeResult, M
 /// Why a library could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("failed to open library {path}")]
+    #[error("failed to open library {path}: {source}")]
     Open {
         path: PathBuf,
         #[source]
@@ -108,8 +108,17 @@ impl CallError {
             CallError::Poisoned { ext, .. } => {
                 format!("extension {ext} is disabled after an internal failure: restart the server to load it again")
             }
+            CallError::Protocol { ext, .. } => {
+                format!("extension {ext} answered in a way the host does not understand (see the server log)")
+            }
             other => other.to_string(),
         };
+        if matches!(
+            self,
+            CallError::Protocol { .. } | CallError::Panicked { .. }
+        ) {
+            tracing::error!(error = %self, "extension call failed");
+        }
         ApiError::new(status, message)
     }
 }
@@ -295,11 +304,18 @@ impl Library {
         if table.is_null() {
             return Err(LoadError::NullTable { path: p() });
         }
-        // Read the fixed header first: a foreign or older table may be shorter than ours.
-        // SAFETY: every version of the table starts with magic, versions and size (16 bytes).
+        // Read the fixed header first, through raw pointers: a foreign or older table may be
+        // shorter than ours, so no reference to a whole `ExtensionApi` is formed before its size
+        // is known.
+        // SAFETY: every version of the table starts with magic, versions and size (16 bytes), and
+        // `table` is non-null and points into the library's static data.
         let (magic, major, minor, size) = unsafe {
-            let t = &*table;
-            (t.magic, t.abi_major, t.abi_minor, t.struct_size)
+            (
+                std::ptr::addr_of!((*table).magic).read_unaligned(),
+                std::ptr::addr_of!((*table).abi_major).read_unaligned(),
+                std::ptr::addr_of!((*table).abi_minor).read_unaligned(),
+                std::ptr::addr_of!((*table).struct_size).read_unaligned(),
+            )
         };
         if magic != abi::MAGIC {
             return Err(LoadError::BadMagic {
@@ -490,8 +506,13 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        // The extension catches its own panics in `destroy`; the library itself stays loaded.
-        (self.lib.api.destroy)(self.handle);
+        // The extension's `destroy` runs its `Drop`, which may take time or make host calls: never
+        // on an async worker (the ABI promises blocking threads) and never under a caller's lock.
+        let (destroy, handle) = (self.lib.api.destroy, self.handle);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || destroy(handle))),
+            Err(_) => destroy(handle),
+        }
     }
 }
 

@@ -517,56 +517,64 @@ impl Extensions {
         }
         let metas: Vec<&Metadata> = loaded.iter().map(|(m, _, _)| m).collect();
         let (order, problems) = package::load_order(&metas);
-        let mut installed = BTreeMap::new();
-        for (i, why) in problems {
-            let (md, sha, _) = &loaded[i];
-            installed.insert(
-                md.name.clone(),
-                Installed {
-                    metadata: md.clone(),
-                    sha256: sha.clone(),
-                    runtime: Err(why),
-                },
-            );
+        let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut outcomes: Vec<(usize, Result<Runtime, String>)> =
+            problems.into_iter().map(|(i, why)| (i, Err(why))).collect();
+        for (i, runtime) in outcomes.drain(..) {
+            self.publish_at_start(p, &loaded[i].0, &loaded[i].1, runtime, &mut failed)
+                .await;
         }
         for i in order {
             let (md, sha, lib) = &loaded[i];
-            let dep_failed = md.depends_on.iter().find(|d| {
-                installed
-                    .get(&d.name)
-                    .is_some_and(|x: &Installed| x.runtime.is_err())
-            });
+            let dep_failed = md.depends_on.iter().find(|d| failed.contains(&d.name));
             let runtime = match (lib, dep_failed) {
                 (_, Some(d)) => Err(format!("its dependency {} did not load", d.name)),
                 (Err(e), _) => Err(e.clone()),
                 (Ok((bytes, lib_sha)), None) => self.start(&md.name, lib_sha, bytes, p).await,
             };
-            match &runtime {
-                Ok(_) => {
-                    tracing::info!(extension = %md.name, version = %md.version, "extension loaded")
-                }
-                Err(why) => {
-                    tracing::error!(extension = %md.name, reason = %why, "extension failed to load");
-                    p.audit(Ctx::system().audit(
-                        Category::Extensions,
-                        EntityKind::Resource,
-                        &md.name,
-                        format!("extension failed to load: {why}"),
-                    ))
-                    .await;
-                }
-            }
-            installed.insert(
-                md.name.clone(),
-                Installed {
-                    metadata: md.clone(),
-                    sha256: sha.clone(),
-                    runtime,
-                },
-            );
+            // Published at once, so the packages that depend on it can reach it from `create`.
+            self.publish_at_start(p, md, sha, runtime, &mut failed)
+                .await;
         }
-        *self.installed.write().unwrap_or_else(|p| p.into_inner()) = installed;
         Ok(())
+    }
+
+    /// Records one package's outcome at start; a failure is logged and audited.
+    async fn publish_at_start(
+        &self,
+        p: &Platform,
+        md: &Metadata,
+        sha: &str,
+        runtime: Result<Runtime, String>,
+        failed: &mut std::collections::HashSet<String>,
+    ) {
+        match &runtime {
+            Ok(_) => {
+                tracing::info!(extension = %md.name, version = %md.version, "extension loaded")
+            }
+            Err(why) => {
+                failed.insert(md.name.clone());
+                tracing::error!(extension = %md.name, reason = %why, "extension failed to load");
+                p.audit(Ctx::system().audit(
+                    Category::Extensions,
+                    EntityKind::Resource,
+                    &md.name,
+                    format!("extension failed to load: {why}"),
+                ))
+                .await;
+            }
+        }
+        let installed = Installed {
+            metadata: md.clone(),
+            sha256: sha.to_string(),
+            runtime,
+        };
+        let replaced = self
+            .installed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(md.name.clone(), installed);
+        drop(replaced);
     }
 
     /// Deletes a package: refused (409) while another package depends on it or Things use its
@@ -600,24 +608,43 @@ impl Extensions {
         }
         p.commit(|m| {
             let owned = |o: &Option<String>| o.as_deref() == Some(name);
-            let mut users: Vec<String> = m
-                .things
+            // Anything outside the package that uses one of its templates, shapes or data shapes:
+            // the same rule as deleting those entities one by one.
+            let mine: Vec<(EntityKind, String)> = [
+                EntityKind::Thing,
+                EntityKind::ThingTemplate,
+                EntityKind::ThingShape,
+                EntityKind::DataShape,
+                EntityKind::Subsystem,
+            ]
+            .into_iter()
+            .flat_map(|k| m.names(k).into_iter().map(move |n| (k, n.to_string())))
+            .filter(|(k, n)| super::definitions::owner_of(m, *k, n).is_some_and(|o| owned(&o)))
+            .collect();
+            let mine_labels: std::collections::HashSet<String> =
+                mine.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let mut users: Vec<String> = mine
                 .iter()
-                .filter(|(_, t)| !owned(&t.owner))
-                .filter(|(_, t)| {
-                    m.template_chain(&t.template)
-                        .iter()
-                        .any(|tpl| m.templates.get(*tpl).is_some_and(|tt| owned(&tt.owner)))
-                        || t.shapes
-                            .iter()
-                            .any(|s| m.shapes.get(s).is_some_and(|sh| owned(&sh.owner)))
-                })
-                .map(|(n, _)| n.clone())
+                .flat_map(|(k, n)| crate::services::entities_in_use(m, *k, n))
+                .filter(|u| !mine_labels.contains(u))
                 .collect();
+            // Things of templates derived from the package's templates count too.
+            users.extend(
+                m.things
+                    .iter()
+                    .filter(|(_, t)| !owned(&t.owner))
+                    .filter(|(_, t)| {
+                        m.template_chain(&t.template)
+                            .iter()
+                            .any(|tpl| m.templates.get(*tpl).is_some_and(|tt| owned(&tt.owner)))
+                    })
+                    .map(|(n, _)| format!("Thing {n}")),
+            );
             users.sort();
+            users.dedup();
             if !users.is_empty() {
                 return Err(ApiError::conflict(format!(
-                    "extension package {name} is in use by Things: {}",
+                    "extension package {name} is in use by {}",
                     users.join(", ")
                 )));
             }
@@ -683,10 +710,13 @@ impl Extensions {
             Ok((w, ()))
         })
         .await?;
-        self.installed
+        // Taken out under the lock, dropped after it (the instance's `destroy` runs on a blocking thread).
+        let removed = self
+            .installed
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+        drop(removed);
         self.cancel_timers_of(name);
         if let Ok(sha) = sha.parse::<Sha256>() {
             let _ = self.store.delete(&sha);

@@ -222,7 +222,7 @@ fn data_shape_fields(m: &Model, fields: Option<&Value>) -> ApiResult<Vec<FieldDe
 }
 
 /// Names of what still uses an entity, for a 409.
-fn users_of(m: &Model, kind: EntityKind, name: &str) -> Vec<String> {
+pub(crate) fn users_of(m: &Model, kind: EntityKind, name: &str) -> Vec<String> {
     let mut v: Vec<String> = match kind {
         EntityKind::ThingTemplate => m
             .things
@@ -284,6 +284,7 @@ fn users_of(m: &Model, kind: EntityKind, name: &str) -> Vec<String> {
 async fn delete(p: &Platform, ctx: &Ctx, kind: EntityKind, name: &str) -> ApiResult<InfoTable> {
     p.commit(|m| {
         m.check_design(&ctx.who, kind, name, DesignPerm::Delete)?;
+        super::refuse_if_owned(m, kind, name)?;
         if BUILT_IN.contains(&(kind, name)) {
             return Err(ApiError::conflict(format!(
                 "{kind} '{name}' is built in and cannot be deleted"

@@ -304,6 +304,21 @@ async fn call_extension(
     })
 }
 
+/// What uses an entity (for 409 answers): `Kind name` labels.
+pub fn entities_in_use(m: &crate::model::Model, kind: EntityKind, name: &str) -> Vec<String> {
+    entities::users_of(m, kind, name)
+}
+
+/// Refuses to change an entity an extension owns through the generic services.
+pub fn refuse_if_owned(m: &crate::model::Model, kind: EntityKind, name: &str) -> ApiResult<()> {
+    match crate::extensions::definitions::owner_of(m, kind, name).flatten() {
+        Some(pkg) => Err(ApiError::conflict(format!(
+            "{kind} '{name}' belongs to extension package {pkg}: it changes with the package (import a new version, or delete the package)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Checks a password against the policy (used for the bootstrap administrator too).
 pub fn check_admin_password(pw: &str) -> ApiResult<()> {
     members::check_password("admin-password", pw)

@@ -233,6 +233,7 @@ pub async fn run_definition(
         None
     };
     p.commit(|m| {
+        super::refuse_if_owned(m, kind, entity)?;
         let mut writes = Vec::new();
         let mut field = field;
         if let Some(f) = &mut field {
