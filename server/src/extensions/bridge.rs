@@ -60,7 +60,12 @@ fn kind_of(entity_kind: &str) -> Result<EntityKind, ErrorBody> {
 }
 
 impl HostServices for PlatformBridge {
-    fn host_call(&self, extension: &str, request: HostRequest) -> Result<Value, ErrorBody> {
+    fn host_call(
+        &self,
+        extension: &str,
+        load: u64,
+        request: HostRequest,
+    ) -> Result<Value, ErrorBody> {
         let p = self.platform.upgrade().ok_or_else(|| ErrorBody {
             error: "the platform is shutting down".into(),
             kind: ErrorKind::Unavailable,
@@ -125,12 +130,12 @@ impl HostServices for PlatformBridge {
                     error: "the extension system is not running".into(),
                     kind: ErrorKind::Unavailable,
                 })?;
-                ext.schedule_timer(&self.runtime, extension, &name, delay_ms, period_ms)?;
+                ext.schedule_timer(&self.runtime, extension, load, &name, delay_ms, period_ms)?;
                 Ok(Value::Null)
             }
             HostRequest::CancelTimer { name } => {
                 if let Some(ext) = p.extensions() {
-                    ext.cancel_timer(extension, &name);
+                    ext.cancel_timer(load, &name);
                 }
                 Ok(Value::Null)
             }

@@ -126,12 +126,23 @@ impl CallError {
 /// What the host offers extensions (`HostApi::host_call`). Runs on the extension's calling
 /// thread, which is a blocking thread: implementations may block.
 pub trait HostServices: Send + Sync {
-    fn host_call(&self, extension: &str, request: HostRequest) -> Result<Value, ErrorBody>;
+    /// `extension` is the package name; `load` identifies this load of its library (unique for
+    /// the process), so state such as timers belongs to one instance, not to every version.
+    fn host_call(
+        &self,
+        extension: &str,
+        load: u64,
+        request: HostRequest,
+    ) -> Result<Value, ErrorBody>;
 }
+
+/// Identifies each library load (each import attempt, each start).
+static NEXT_LOAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The context behind one library's `HostApi` (leaked: it lives as long as the library).
 struct LibContext {
     name: String,
+    load: u64,
     services: Arc<dyn HostServices>,
 }
 
@@ -142,6 +153,7 @@ pub struct Library {
     api: &'static abi::ExtensionApi,
     host: &'static abi::HostApi,
     manifest: Manifest,
+    load: u64,
 }
 
 impl std::fmt::Debug for Library {
@@ -230,7 +242,7 @@ extern "C" fn host_call(
         // SAFETY: the ABI guarantees the request slice is valid for the duration of this call.
         let bytes = unsafe { request.as_bytes() };
         match serde_json::from_slice::<HostRequest>(bytes) {
-            Ok(req) => match lib.services.host_call(&lib.name, req) {
+            Ok(req) => match lib.services.host_call(&lib.name, lib.load, req) {
                 Ok(v) => (abi::STATUS_OK, serde_json::to_vec(&v).unwrap_or_default()),
                 Err(e) => (
                     abi::STATUS_ERROR,
@@ -285,8 +297,10 @@ impl Library {
         // name with another type would be lying about the ABI it implements.
         let entry: libloading::Symbol<'static, abi::EntryFn> =
             unsafe { lib.get(abi::ENTRY_SYMBOL) }.map_err(|_| LoadError::NoEntry { path: p() })?;
+        let load = NEXT_LOAD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ctx: &'static LibContext = Box::leak(Box::new(LibContext {
             name: name.to_string(),
+            load,
             services,
         }));
         let host: &'static abi::HostApi = Box::leak(Box::new(abi::HostApi {
@@ -355,6 +369,7 @@ impl Library {
             api,
             host,
             manifest,
+            load,
         }))
     }
 
@@ -364,6 +379,11 @@ impl Library {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// This load's id (see [`HostServices::host_call`]).
+    pub fn load_id(&self) -> u64 {
+        self.load
     }
 
     /// Creates an instance (blocking: call it from a blocking thread).
@@ -431,6 +451,11 @@ impl std::fmt::Debug for Instance {
 impl Instance {
     pub fn extension(&self) -> &str {
         &self.lib.name
+    }
+
+    /// The id of the library load this instance belongs to.
+    pub fn load_id(&self) -> u64 {
+        self.lib.load
     }
 
     /// Why the instance takes no more calls, if it was poisoned.

@@ -60,8 +60,25 @@ pub struct Extensions {
     installed: RwLock<BTreeMap<String, Installed>>,
     /// Serialises imports and deletes.
     gate: tokio::sync::Mutex<()>,
-    /// Live timers: (extension, timer name) → its task.
-    timers: std::sync::Mutex<std::collections::HashMap<(String, String), tokio::task::AbortHandle>>,
+    /// Live timers: (library load, timer name) → (package, task id, task).
+    timers: std::sync::Mutex<
+        std::collections::HashMap<(u64, String), (String, u64, tokio::task::AbortHandle)>,
+    >,
+    /// Loads whose instance exists but is not published yet (an import or start in progress):
+    /// their timers wait; a load that leaves this set unpublished has its timers cancelled.
+    pending: std::sync::Mutex<std::collections::HashSet<u64>>,
+}
+
+/// Identifies timer tasks, so a finishing one-shot removes only its own entry.
+static NEXT_TIMER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Where a timer's firing goes.
+enum TimerTarget {
+    Ready(Arc<Instance>),
+    /// Not published yet: hold the firing.
+    Wait,
+    /// Refused, replaced, deleted or disabled: the timer ends.
+    Gone,
 }
 
 /// Most timers one extension may have at once.
@@ -94,6 +111,7 @@ impl Extensions {
             installed: RwLock::new(BTreeMap::new()),
             gate: tokio::sync::Mutex::new(()),
             timers: Default::default(),
+            pending: Default::default(),
         }
     }
 
@@ -118,18 +136,28 @@ impl Extensions {
         }
         let library =
             Library::open(&path, name, self.services.clone()).map_err(|e| e.to_string())?;
+        let load = library.load_id();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(load);
         let config = config_for(&p.model(), &library.manifest().definitions);
         let lib = library.clone();
         let created = tokio::task::spawn_blocking(move || lib.create(&config));
-        let instance = match tokio::time::timeout(self.deadline, created).await {
-            Ok(Ok(Ok(i))) => Arc::new(i),
-            Ok(Ok(Err(e))) => return Err(format!("its entry point failed: {e}")),
-            Ok(Err(e)) => return Err(format!("its entry point failed: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "its entry point did not return within {:?}",
-                    self.deadline
-                ))
+        let created = match tokio::time::timeout(self.deadline, created).await {
+            Ok(Ok(Ok(i))) => Ok(Arc::new(i)),
+            Ok(Ok(Err(e))) => Err(format!("its entry point failed: {e}")),
+            Ok(Err(e)) => Err(format!("its entry point failed: {e}")),
+            Err(_) => Err(format!(
+                "its entry point did not return within {:?}",
+                self.deadline
+            )),
+        };
+        let instance = match created {
+            Ok(i) => i,
+            Err(why) => {
+                self.abandon(load);
+                return Err(why);
             }
         };
         let services = index_services(&library.manifest().definitions);
@@ -203,13 +231,14 @@ impl Extensions {
             .map(|rt| rt.instance.clone())
     }
 
-    /// Schedules (or replaces) a timer of `package`: `Request::Timer` after `delay_ms`, then every
-    /// `period_ms`. The instance is looked up at each firing, so a timer of a package that is
-    /// deleted, or whose import was refused, does nothing.
+    /// Schedules (or replaces) a timer of one library load: `Request::Timer` after `delay_ms`,
+    /// then every `period_ms`. Timers belong to that load's instance: they wait while it is not
+    /// published yet, and end when it is refused, replaced by an upgrade, deleted or disabled.
     pub fn schedule_timer(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         package: &str,
+        load: u64,
         name: &str,
         delay_ms: u64,
         period_ms: Option<u64>,
@@ -226,10 +255,16 @@ impl Extensions {
         {
             return Err(bad(format!("timer '{name}': delay must be at most {MAX_DELAY_MS} ms and a period {MIN_PERIOD_MS}..{MAX_DELAY_MS} ms")));
         }
-        let key = (package.to_string(), name.to_string());
+        if matches!(self.timer_target(load), TimerTarget::Gone) {
+            return Err(ErrorBody {
+                error: format!("extension {package} is no longer running"),
+                kind: ErrorKind::Unavailable,
+            });
+        }
+        let key = (load, name.to_string());
         let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
         if !timers.contains_key(&key)
-            && timers.keys().filter(|(p, _)| p == package).count() >= MAX_TIMERS
+            && timers.keys().filter(|(l, _)| *l == load).count() >= MAX_TIMERS
         {
             return Err(ErrorBody {
                 error: format!("extension {package} has {MAX_TIMERS} timers already"),
@@ -237,15 +272,24 @@ impl Extensions {
             });
         }
         let me = Arc::downgrade(self);
-        let (pkg, timer) = key.clone();
+        let id = NEXT_TIMER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (pkg, timer) = (package.to_string(), name.to_string());
         let task = runtime.spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             loop {
                 let Some(ext) = me.upgrade() else { return };
-                if let Some(instance) = ext.instance_of(&pkg) {
-                    let request = Request::Timer { name: timer.clone() };
-                    if let Err(e) = instance.call(request, ext.deadline).await {
-                        tracing::warn!(extension = %pkg, timer = %timer, error = %e, "extension timer callback failed");
+                match ext.timer_target(load) {
+                    TimerTarget::Gone => break,
+                    TimerTarget::Wait => {
+                        drop(ext);
+                        tokio::time::sleep(Duration::from_millis(MIN_PERIOD_MS)).await;
+                        continue;
+                    }
+                    TimerTarget::Ready(instance) => {
+                        let request = Request::Timer { name: timer.clone() };
+                        if let Err(e) = instance.call(request, ext.deadline).await {
+                            tracing::warn!(extension = %pkg, timer = %timer, error = %e, "extension timer callback failed");
+                        }
                     }
                 }
                 drop(ext);
@@ -255,37 +299,83 @@ impl Extensions {
                 }
             }
             if let Some(ext) = me.upgrade() {
-                ext.timers.lock().unwrap_or_else(|p| p.into_inner()).remove(&(pkg, timer));
+                let mut timers = ext.timers.lock().unwrap_or_else(|p| p.into_inner());
+                if timers.get(&(load, timer.clone())).is_some_and(|(_, t, _)| *t == id) {
+                    timers.remove(&(load, timer));
+                }
             }
         });
-        if let Some(old) = timers.insert(key, task.abort_handle()) {
+        if let Some((_, _, old)) =
+            timers.insert(key, (package.to_string(), id, task.abort_handle()))
+        {
             old.abort();
         }
         Ok(())
     }
 
-    /// Cancels a timer of `package`, if it exists.
-    pub fn cancel_timer(&self, package: &str, name: &str) {
-        if let Some(t) = self
+    fn timer_target(&self, load: u64) -> TimerTarget {
+        let installed = self.installed.read().unwrap_or_else(|p| p.into_inner());
+        let published = installed
+            .values()
+            .filter_map(|i| i.runtime.as_ref().ok())
+            .find(|rt| rt.instance.load_id() == load)
+            .map(|rt| rt.instance.clone());
+        drop(installed);
+        match published {
+            Some(i) if i.poisoned().is_none() => TimerTarget::Ready(i),
+            Some(_) => TimerTarget::Gone,
+            None if self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&load) =>
+            {
+                TimerTarget::Wait
+            }
+            None => TimerTarget::Gone,
+        }
+    }
+
+    /// Cancels a timer of one library load, if it exists.
+    pub fn cancel_timer(&self, load: u64, name: &str) {
+        if let Some((_, _, t)) = self
             .timers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&(package.to_string(), name.to_string()))
+            .remove(&(load, name.to_string()))
         {
             t.abort();
         }
     }
 
-    fn cancel_timers_of(&self, package: &str) {
+    /// Ends every timer of a library load.
+    fn cancel_timers_of(&self, load: u64) {
         self.timers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(p, _), t| {
-                if p == package {
+            .retain(|(l, _), (_, _, t)| {
+                if *l == load {
                     t.abort();
                 }
-                p != package
+                *l != load
             });
+    }
+
+    /// A load that will not be published (refused, failed): forget it and end its timers.
+    fn abandon(&self, load: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&load);
+        self.cancel_timers_of(load);
+    }
+
+    /// A load that is now published: its timers may fire.
+    fn published(&self, load: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&load);
     }
 }
 
@@ -341,6 +431,32 @@ impl Extensions {
         upload: Vec<u8>,
     ) -> ApiResult<ImportOutcome> {
         let _gate = self.gate.lock().await;
+        let before = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let outcome = self.import_locked(p, ctx, upload).await;
+        // Whatever this import started and did not publish is abandoned, with its timers.
+        let leftover: Vec<u64> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .difference(&before)
+            .copied()
+            .collect();
+        for load in leftover {
+            self.abandon(load);
+        }
+        outcome
+    }
+
+    async fn import_locked(
+        &self,
+        p: &Platform,
+        ctx: &Ctx,
+        upload: Vec<u8>,
+    ) -> ApiResult<ImportOutcome> {
         let packages = match package::read_upload(upload, &self.limits) {
             Ok(p) => p,
             Err(e) => return Ok(single_failure(e.entry().unwrap_or("upload"), e.to_string())),
@@ -457,11 +573,13 @@ impl Extensions {
             });
         }
         committed?;
+        let mut replaced_instances = Vec::new();
         let mut installed = self.installed.write().unwrap_or_else(|p| p.into_inner());
         for (index, rt, sha) in started {
             let md = packages[index].metadata.clone();
             tracing::info!(extension = %md.name, version = %md.version, principal = %ctx.who.name, "extension package imported");
-            installed.insert(
+            let load = rt.instance.load_id();
+            let replaced = installed.insert(
                 md.name.clone(),
                 Installed {
                     metadata: md,
@@ -469,7 +587,18 @@ impl Extensions {
                     runtime: Ok(rt),
                 },
             );
+            self.published(load);
+            // An upgrade: the old version's timers end with it.
+            if let Some(Installed {
+                runtime: Ok(old), ..
+            }) = &replaced
+            {
+                self.cancel_timers_of(old.instance.load_id());
+            }
+            replaced_instances.push(replaced);
         }
+        drop(installed);
+        drop(replaced_instances);
         Ok(ImportOutcome {
             rows: plan.rows,
             refused: false,
@@ -563,6 +692,9 @@ impl Extensions {
                 ))
                 .await;
             }
+        }
+        if let Ok(rt) = &runtime {
+            self.published(rt.instance.load_id());
         }
         let installed = Installed {
             metadata: md.clone(),
@@ -716,8 +848,13 @@ impl Extensions {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+        if let Some(Installed {
+            runtime: Ok(rt), ..
+        }) = &removed
+        {
+            self.cancel_timers_of(rt.instance.load_id());
+        }
         drop(removed);
-        self.cancel_timers_of(name);
         if let Ok(sha) = sha.parse::<Sha256>() {
             let _ = self.store.delete(&sha);
         }

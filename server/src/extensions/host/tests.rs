@@ -11,7 +11,12 @@ struct Recording {
 }
 
 impl HostServices for Recording {
-    fn host_call(&self, extension: &str, request: HostRequest) -> Result<Value, ErrorBody> {
+    fn host_call(
+        &self,
+        extension: &str,
+        _load: u64,
+        request: HostRequest,
+    ) -> Result<Value, ErrorBody> {
         self.calls
             .lock()
             .unwrap()

@@ -235,7 +235,12 @@ pub struct BenchHost {
 }
 
 impl HostServices for BenchHost {
-    fn host_call(&self, _extension: &str, request: HostRequest) -> Result<Value, ErrorBody> {
+    fn host_call(
+        &self,
+        _extension: &str,
+        _load: u64,
+        request: HostRequest,
+    ) -> Result<Value, ErrorBody> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         match request {
             HostRequest::GetProperties { thing } if thing == THING => Ok(self.properties.clone()),
@@ -751,7 +756,9 @@ fn json_round_trip(request: &Request, host: &dyn HostServices) -> Result<Value, 
             let hreq = serde_json::to_vec(&HostRequest::GetProperties { thing }).map_err(e)?;
             // Host (`host_call`): decode it, serve it, encode the answer.
             let hreq: HostRequest = serde_json::from_slice(black_box(&hreq)).map_err(e)?;
-            let answer = host.host_call("fixture-noop", hreq).map_err(|b| b.error)?;
+            let answer = host
+                .host_call("fixture-noop", 0, hreq)
+                .map_err(|b| b.error)?;
             let answer = serde_json::to_vec(&answer).map_err(e)?;
             // Extension: copy the host's buffer, decode it, type it, encode the result value.
             let answer = black_box(answer.as_slice()).to_vec();
