@@ -61,13 +61,14 @@ pub struct Extensions {
     /// Serialises imports and deletes.
     gate: tokio::sync::Mutex<()>,
     /// Live timers: (library load, timer name) → (package, task id, task).
-    timers: std::sync::Mutex<
-        std::collections::HashMap<(u64, String), (String, u64, tokio::task::AbortHandle)>,
-    >,
+    timers: std::sync::Mutex<TimerMap>,
     /// Loads whose instance exists but is not published yet (an import or start in progress):
     /// their timers wait; a load that leaves this set unpublished has its timers cancelled.
     pending: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
+
+/// Live timers: (library load, timer name) → (package, task id, task).
+type TimerMap = std::collections::HashMap<(u64, String), (String, u64, tokio::task::AbortHandle)>;
 
 /// Identifies timer tasks, so a finishing one-shot removes only its own entry.
 static NEXT_TIMER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
