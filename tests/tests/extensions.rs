@@ -281,6 +281,13 @@ async fn refused_imports_install_nothing() {
         "evil",
     );
     assert!(package_list(&server).await.is_empty());
+    // Refusals are security-relevant: each is audited.
+    let audit = admin.audit_log("category=EXTENSIONS").await.ok();
+    assert!(
+        audit.text.contains("import refused") && audit.text.contains("sha256"),
+        "{}",
+        audit.text
+    );
     // A duplicate entity name across extensions.
     upload(&admin, PackageSpec::new("NoopExtension", "noop").build())
         .await

@@ -77,7 +77,6 @@ pub async fn upload(
             .find(|r| r.is_failure())
             .map(|r| r.report_message.clone())
             .unwrap_or_default();
-        tracing::warn!(principal = %ctx.who.name, reason = %first, "extension import refused");
         let body = serde_json::json!({"error": format!("extension import refused: {first}"), "report": table});
         return (StatusCode::NOT_ACCEPTABLE, Json(body)).into_response();
     }

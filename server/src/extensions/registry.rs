@@ -124,19 +124,40 @@ impl Extensions {
         bytes: &[u8],
         p: &Platform,
     ) -> Result<Runtime, String> {
-        std::fs::create_dir_all(&self.lib_dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.lib_dir.display()))?;
-        let path = self.lib_dir.join(format!("{lib_sha}.so"));
-        if !path.is_file() {
-            let tmp = self
-                .lib_dir
-                .join(format!(".{lib_sha}.{}.tmp", std::process::id()));
-            std::fs::write(&tmp, bytes)
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| format!("cannot write the library: {e}"))?;
-        }
-        let library =
-            Library::open(&path, name, self.services.clone()).map_err(|e| e.to_string())?;
+        // Writing the library and opening it (which runs its initialisers and entry point) happen
+        // on a blocking thread under the call deadline, never on an async worker.
+        let (dir, bytes, sha) = (self.lib_dir.clone(), bytes.to_vec(), lib_sha.to_string());
+        let (name_owned, services) = (name.to_string(), self.services.clone());
+        let opened = tokio::task::spawn_blocking(move || -> Result<Arc<Library>, String> {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create the library directory: {e}"))?;
+            let path = dir.join(format!("{sha}.so"));
+            // An existing file is reused only if it still holds the verified bytes.
+            let intact = std::fs::read(&path).map(|b| b == bytes).unwrap_or(false);
+            if !intact {
+                let tmp = dir.join(format!(".{sha}.{}.tmp", std::process::id()));
+                let written = std::fs::File::create(&tmp)
+                    .and_then(|mut f| {
+                        std::io::Write::write_all(&mut f, &bytes).and_then(|_| f.sync_all())
+                    })
+                    .and_then(|_| std::fs::rename(&tmp, &path));
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(format!("cannot write the library: {e}"));
+                }
+            }
+            Library::open(&path, &name_owned, services).map_err(|e| e.to_string())
+        });
+        let library = match tokio::time::timeout(self.deadline, opened).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(e)) => return Err(format!("loading the library failed: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "loading the library did not finish within {:?}",
+                    self.deadline
+                ))
+            }
+        };
         let load = library.load_id();
         self.pending
             .lock()
@@ -438,6 +459,24 @@ impl Extensions {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let outcome = self.import_locked(p, ctx, upload).await;
+        if let Ok(o) = &outcome {
+            if o.refused {
+                let (name, why) = o
+                    .rows
+                    .iter()
+                    .find(|r| r.is_failure())
+                    .map(|r| (r.name.clone(), r.report_message.clone()))
+                    .unwrap_or_default();
+                tracing::warn!(extension = %name, principal = %ctx.who.name, reason = %why, "extension import refused");
+                p.audit(ctx.audit(
+                    Category::Extensions,
+                    EntityKind::Resource,
+                    &name,
+                    format!("extension import refused: {why}"),
+                ))
+                .await;
+            }
+        }
         // Whatever this import started and did not publish is abandoned, with its timers.
         let leftover: Vec<u64> = self
             .pending
