@@ -315,35 +315,6 @@ pub struct Component {
     pub p50_us: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Machine {
-    pub cpus: usize,
-    pub cpu_model: String,
-    pub kernel: String,
-}
-
-impl Machine {
-    fn probe() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        Machine {
-            cpus: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(0),
-            cpu_model: cpuinfo
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("model name")
-                        .and_then(|r| r.split_once(':'))
-                        .map(|(_, v)| v.trim().to_string())
-                })
-                .unwrap_or_else(|| "unknown".into()),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
-        }
-    }
-}
-
 /// Everything `--json` writes.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -351,7 +322,7 @@ pub struct Report {
     pub version: &'static str,
     pub unix_time: u64,
     pub total_seconds: f64,
-    pub machine: Machine,
+    pub machine: crate::report::Machine,
     /// `/proc/loadavg` before and after the run (other work on the machine skews these figures).
     pub loadavg_before: String,
     pub loadavg_after: String,
@@ -630,7 +601,7 @@ pub fn run(args: ExtensionArgs) -> Result<Outcome> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         total_seconds: started.elapsed().as_secs_f64(),
-        machine: Machine::probe(),
+        machine: crate::report::Machine::probe(),
         loadavg_before,
         loadavg_after: loadavg(),
         library: path.display().to_string(),

@@ -70,7 +70,8 @@ pub struct Machine {
 }
 
 impl Machine {
-    fn probe() -> Self {
+    /// CPU count and model, kernel and memory of this machine, from `/proc`.
+    pub fn probe() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         Machine {
