@@ -105,7 +105,17 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
     tracing::info!(%addr, tls = tls.is_some(), data_dir = %config.data_dir.display(), "thingport-server ready");
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
+    // WebSocket connections left hyper at their upgrade: they are closed (1001) when the
+    // shutdown starts, alongside the drain of plain requests.
+    let hub = exts.connections().clone();
+    let shutdown = async move {
+        shutdown.await;
+        hub.begin_shutdown();
+    };
     serve::serve(listener, app, tls, shutdown, open).await;
+    exts.connections()
+        .shutdown(std::time::Duration::from_secs(3))
+        .await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

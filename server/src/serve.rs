@@ -6,7 +6,6 @@ use anyhow::Context;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -72,6 +71,9 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
+///
+/// Connections may be upgraded (the extensions' WebSocket routes); an upgraded connection leaves
+/// hyper and is tracked by [`crate::extensions::connections`], which closes it at shutdown.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -79,7 +81,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     open: prometheus_client::metrics::gauge::Gauge,
 ) {
-    let graceful = GracefulShutdown::new();
+    // `draining` tells every connection to finish its current request and close; each
+    // connection task holds a clone of `alive`, so `all_done` ends when the last one finished.
+    let (draining, _) = tokio::sync::watch::channel(false);
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -106,25 +111,18 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .keep_alive(true);
-        let watcher = graceful.watcher();
+        let draining = draining.subscribe();
+        let alive = alive.clone();
         let tls = tls.clone();
         let open = open.clone();
         tokio::spawn(async move {
             open.inc();
             let result = match tls {
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
-                        .await
-                }
+                None => serve_one(&builder, TokioIo::new(stream), svc, draining).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(s)) => {
-                            watcher
-                                .watch(builder.serve_connection(TokioIo::new(s), svc))
-                                .await
-                        }
+                        Ok(Ok(s)) => serve_one(&builder, TokioIo::new(s), svc, draining).await,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                             Ok(())
@@ -140,14 +138,45 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             open.dec();
+            drop(alive);
         });
     }
     drop(listener);
     tracing::info!("shutting down: draining open connections");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let _ = draining.send(true);
+    drop(alive);
+    if tokio::time::timeout(DRAIN_TIMEOUT, all_done.recv())
         .await
         .is_err()
     {
         tracing::warn!(timeout = ?DRAIN_TIMEOUT, "some connections were still open at the end of the drain");
+    }
+}
+
+/// Serves one connection (with upgrades) until it ends; once `draining` turns true, lets the
+/// request in flight finish and closes.
+async fn serve_one<I, S>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: I,
+    svc: S,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    S::Future: Send,
+{
+    let conn = builder.serve_connection(io, svc).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { draining.wait_for(|d| *d).await.map(drop) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     }
 }

@@ -210,11 +210,35 @@ impl From<Field> for ConfigField {
 
 impl RouteDef {
     /// A WebSocket route the host serves for the extension, e.g. `/Thingworx/WS`.
+    /// Defaults: 64 KiB messages, 10 s to the first message, pings every 10 s, closed after 25 s
+    /// without hearing from the peer.
     pub fn new(path: &str) -> RouteDef {
         RouteDef {
             path: path.into(),
             subprotocols: Vec::new(),
+            max_message_bytes: RouteDef::default_max_message_bytes(),
+            hello_timeout_ms: RouteDef::default_hello_timeout_ms(),
+            ping_interval_ms: RouteDef::default_ping_interval_ms(),
+            idle_timeout_ms: RouteDef::default_idle_timeout_ms(),
         }
+    }
+    /// The largest text message accepted.
+    pub fn max_message_bytes(mut self, bytes: u32) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+    /// Liveness: ping every `ping_interval_ms`, close after `idle_timeout_ms` of silence, and
+    /// close a connection whose first message does not arrive within `hello_timeout_ms`.
+    pub fn timing(
+        mut self,
+        hello_timeout_ms: u64,
+        ping_interval_ms: u64,
+        idle_timeout_ms: u64,
+    ) -> Self {
+        self.hello_timeout_ms = hello_timeout_ms;
+        self.ping_interval_ms = ping_interval_ms;
+        self.idle_timeout_ms = idle_timeout_ms;
+        self
     }
     /// A WebSocket subprotocol accepted on the route, e.g. `thingport.v1`.
     pub fn subprotocol(mut self, subprotocol: &str) -> Self {

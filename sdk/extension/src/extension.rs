@@ -75,6 +75,52 @@ pub trait Extension: Send + Sync + Sized + 'static {
         let _ = config;
         Ok(())
     }
+
+    /// A client opened a WebSocket on one of this extension's routes (declared in
+    /// [`Definitions::routes`]). The host has authenticated `connection.principal` and owns the
+    /// socket; send with [`Host::send`] and close with [`Host::close`]. `Err` refuses the
+    /// connection: the host closes it with status 1008 and the error's message.
+    ///
+    /// Default: refuses every connection.
+    fn on_connection_open(&self, connection: &Connection) -> Result<(), Error> {
+        Err(Error::unavailable(format!(
+            "this extension does not serve {}",
+            connection.route
+        )))
+    }
+
+    /// One text message arrived on an open connection. Messages of one connection arrive in
+    /// order, one call at a time (the next is read after this call returns); messages of
+    /// different connections may arrive concurrently. `Err` is logged by the host; the connection
+    /// stays open (close it with [`Host::close`] if the peer misbehaves).
+    ///
+    /// Default: ignores the message.
+    fn on_connection_message(&self, connection: u64, text: &str) -> Result<(), Error> {
+        let _ = (connection, text);
+        Ok(())
+    }
+
+    /// A connection ended, for any reason (`reason` says which); nothing more arrives on it and
+    /// [`Host::send`] on it fails.
+    ///
+    /// Default: does nothing.
+    fn on_connection_closed(&self, connection: u64, reason: &str) -> Result<(), Error> {
+        let _ = (connection, reason);
+        Ok(())
+    }
+}
+
+/// A WebSocket connection the host opened on one of the extension's routes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    /// The host's handle, unique for the life of the server process.
+    pub id: u64,
+    /// The route's path, e.g. `/Thingworx/WS`.
+    pub route: String,
+    /// The subprotocol the host agreed with the client, one of the route's.
+    pub subprotocol: String,
+    /// The authenticated user (for an application key, its user) and the client's address.
+    pub principal: Caller,
 }
 
 /// One service call, as [`Extension::invoke`] receives it.

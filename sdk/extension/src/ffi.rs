@@ -295,6 +295,25 @@ fn call_instance<T: Extension>(instance: u64, request: Slice) -> (u32, Vec<u8>) 
         }),
         Request::Timer { name } => extension.on_timer(&name).map(|()| Value::Null),
         Request::Configure { config } => extension.on_configure(&config).map(|()| Value::Null),
+        Request::ConnectionOpen {
+            connection,
+            route,
+            subprotocol,
+            principal,
+        } => extension
+            .on_connection_open(&crate::Connection {
+                id: connection,
+                route,
+                subprotocol,
+                principal,
+            })
+            .map(|()| Value::Null),
+        Request::ConnectionMessage { connection, text } => extension
+            .on_connection_message(connection, &text)
+            .map(|()| Value::Null),
+        Request::ConnectionClosed { connection, reason } => extension
+            .on_connection_closed(connection, &reason)
+            .map(|()| Value::Null),
     };
     match result {
         Ok(result) => (STATUS_OK, json(&InvokeResult { result })),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use thingport_extension_abi as abi;
 
-use crate::protocol::{BaseType, HostRequest, InfoTable};
+use crate::protocol::{BaseType, HostRequest, InfoTable, PropertyUpdate, ThingInfo};
 use crate::Error;
 
 /// Severity of a log line; the host records it in its `tracing` under the extension's name.
@@ -175,6 +175,62 @@ impl Host {
     pub fn cancel_timer(&self, name: &str) -> Result<(), Error> {
         self.backend
             .host_call(&HostRequest::CancelTimer { name: name.into() })?;
+        Ok(())
+    }
+
+    /// Queues a text message on one of this extension's connections (ABI 1.2). Never blocks:
+    /// `Unavailable` when the connection is gone or its send queue is full (a peer that does not
+    /// read).
+    pub fn send(&self, connection: u64, text: String) -> Result<(), Error> {
+        self.backend
+            .host_call(&HostRequest::ConnectionSend { connection, text })?;
+        Ok(())
+    }
+
+    /// Closes one of this extension's connections with a WebSocket status (1000 normal, 1008
+    /// policy violation, ...) and a reason the peer receives (at most 120 bytes are sent).
+    /// `on_connection_closed` follows.
+    pub fn close(&self, connection: u64, code: u16, reason: &str) -> Result<(), Error> {
+        self.backend.host_call(&HostRequest::ConnectionClose {
+            connection,
+            code,
+            reason: reason.into(),
+        })?;
+        Ok(())
+    }
+
+    /// What the host knows of a Thing: template chain, shapes, enabled (`NotFound` if none).
+    pub fn describe_thing(&self, thing: &str) -> Result<ThingInfo, Error> {
+        let response = self.backend.host_call(&HostRequest::DescribeThing {
+            thing: thing.into(),
+        })?;
+        decode(response, "DescribeThing")
+    }
+
+    /// Whether `user` holds permission `perm` on an entity (see
+    /// [`HostRequest::CheckPermission`]); `false` when the user cannot see it.
+    pub fn check_permission(
+        &self,
+        user: &str,
+        entity_kind: &str,
+        entity: &str,
+        perm: &str,
+        resource: &str,
+    ) -> Result<bool, Error> {
+        let response = self.backend.host_call(&HostRequest::CheckPermission {
+            user: user.into(),
+            entity_kind: entity_kind.into(),
+            entity: entity.into(),
+            perm: perm.into(),
+            resource: resource.into(),
+        })?;
+        decode(response, "CheckPermission")
+    }
+
+    /// Writes property values of several Things in one transaction: all or nothing.
+    pub fn set_properties_batch(&self, updates: Vec<PropertyUpdate>) -> Result<(), Error> {
+        self.backend
+            .host_call(&HostRequest::SetPropertiesBatch { updates })?;
         Ok(())
     }
 

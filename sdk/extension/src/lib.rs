@@ -27,7 +27,7 @@ mod service;
 pub mod testing;
 
 pub use error::Error;
-pub use extension::{ok, Call, Extension};
+pub use extension::{ok, Call, Connection, Extension};
 pub use host::{Host, HostBackend, Level};
 pub use protocol::{BaseType, Field, Manifest};
 pub use service::{

@@ -164,14 +164,56 @@ pub struct SubsystemDef {
     pub services: Vec<ServiceDecl>,
 }
 
-/// A connection route the extension wants the host to serve (e.g. `/Thingworx/WS` for CSE).
+/// A WebSocket route the extension wants the host to serve (e.g. `/Thingworx/WS` for CSE), ABI 1.2.
+///
+/// The host accepts the upgrade only for an authenticated caller offering one of `subprotocols`,
+/// owns the socket, answers pings, enforces the limits below, and hands the extension the
+/// connection's events (`connectionOpen`, `connectionMessage`, `connectionClosed`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteDef {
+    /// `/Thingworx/WS` or a path under it.
     pub path: String,
     /// WebSocket subprotocols accepted on the route, e.g. `thingport.v1`.
     #[serde(default)]
     pub subprotocols: Vec<String>,
+    /// The largest text message accepted (larger: the host closes with status 1009).
+    #[serde(default = "RouteDef::default_max_message_bytes")]
+    pub max_message_bytes: u32,
+    /// The host closes a connection whose first message does not arrive within this time (1008).
+    #[serde(default = "RouteDef::default_hello_timeout_ms")]
+    pub hello_timeout_ms: u64,
+    /// The host pings every connection this often.
+    #[serde(default = "RouteDef::default_ping_interval_ms")]
+    pub ping_interval_ms: u64,
+    /// The host closes a connection from which nothing (not even a pong) arrived for this long.
+    #[serde(default = "RouteDef::default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+impl RouteDef {
+    pub(crate) fn default_max_message_bytes() -> u32 {
+        64 * 1024
+    }
+    pub(crate) fn default_hello_timeout_ms() -> u64 {
+        10_000
+    }
+    pub(crate) fn default_ping_interval_ms() -> u64 {
+        10_000
+    }
+    pub(crate) fn default_idle_timeout_ms() -> u64 {
+        25_000
+    }
+}
+
+/// Services an extension implements on a template it does not define (e.g. CSE's `Ping` on the
+/// host's `RemoteThing`), ABI 1.2. The template must exist when the package is imported; the
+/// services apply to every Thing deriving from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateServicesDef {
+    pub template: String,
+    pub services: Vec<ServiceDecl>,
 }
 
 /// Everything an extension contributes to the model.
@@ -190,6 +232,8 @@ pub struct Definitions {
     pub subsystems: Vec<SubsystemDef>,
     #[serde(default)]
     pub routes: Vec<RouteDef>,
+    #[serde(default)]
+    pub template_services: Vec<TemplateServicesDef>,
 }
 
 /// The manifest embedded in the library (`ExtensionApi::manifest`).
@@ -237,6 +281,24 @@ pub enum Request {
     /// `config` is the whole configuration in the shape `create` receives (ABI 1.1).
     #[serde(rename_all = "camelCase")]
     Configure { config: Value },
+    /// A client opened a WebSocket on one of the extension's routes (ABI 1.2). `Ok` accepts it;
+    /// an error closes it at once (status 1008, the error's message as the reason).
+    #[serde(rename_all = "camelCase")]
+    ConnectionOpen {
+        connection: u64,
+        route: String,
+        subprotocol: String,
+        /// The authenticated user (the application key's user for an agent).
+        principal: Caller,
+    },
+    /// One text message on an open connection, in arrival order (the next one is delivered after
+    /// this call returns). An error is logged; the connection stays open.
+    #[serde(rename_all = "camelCase")]
+    ConnectionMessage { connection: u64, text: String },
+    /// The connection ended (`reason` says why: the peer closed, the link went silent, the
+    /// extension or the server closed it). No message on it follows.
+    #[serde(rename_all = "camelCase")]
+    ConnectionClosed { connection: u64, reason: String },
 }
 
 /// Whose fault an error is; the host maps it to an HTTP status.
@@ -319,6 +381,60 @@ pub enum HostRequest {
     /// Cancels the timer `name` (no error if there is none). Result: `null`.
     #[serde(rename_all = "camelCase")]
     CancelTimer { name: String },
+    /// Queues a text message on one of the extension's connections (ABI 1.2). Never blocks: an
+    /// `Unavailable` error when the connection is gone or its send queue is full.
+    #[serde(rename_all = "camelCase")]
+    ConnectionSend { connection: u64, text: String },
+    /// Closes one of the extension's connections with a WebSocket status and reason (ABI 1.2).
+    /// `connectionClosed` follows. No error when it is already closed.
+    #[serde(rename_all = "camelCase")]
+    ConnectionClose {
+        connection: u64,
+        code: u16,
+        reason: String,
+    },
+    /// What the host knows of a Thing (ABI 1.2): a [`ThingInfo`], or `NotFound`.
+    #[serde(rename_all = "camelCase")]
+    DescribeThing { thing: String },
+    /// Whether `user` holds a permission (ABI 1.2): `perm` is a run-time permission
+    /// (`PropertyRead`, `PropertyWrite`, `ServiceInvoke`, `EventInvoke`, `EventSubscribe`) on the
+    /// property, service or event `resource`, or a design-time one (`Read`, `Update`, `Delete`)
+    /// with an empty `resource`. Result: a JSON boolean (`false` also when the user cannot see
+    /// the entity or does not exist).
+    #[serde(rename_all = "camelCase")]
+    CheckPermission {
+        user: String,
+        entity_kind: String,
+        entity: String,
+        perm: String,
+        #[serde(default)]
+        resource: String,
+    },
+    /// Writes property values of several Things in one transaction (ABI 1.2): all or nothing.
+    /// Result: `null`.
+    #[serde(rename_all = "camelCase")]
+    SetPropertiesBatch { updates: Vec<PropertyUpdate> },
+}
+
+/// One Thing's writes in [`HostRequest::SetPropertiesBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyUpdate {
+    pub thing: String,
+    pub values: serde_json::Map<String, Value>,
+}
+
+/// The answer to [`HostRequest::DescribeThing`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingInfo {
+    pub name: String,
+    pub template: String,
+    /// The template and its bases, nearest first (ends with `GenericThing`).
+    pub templates: Vec<String>,
+    /// The shapes of the Thing and of its templates.
+    pub shapes: Vec<String>,
+    pub enabled: bool,
 }
 
 /// A service's result as the host answers [`HostRequest::Invoke`]: the REST API's infotable,

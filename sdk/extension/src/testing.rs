@@ -57,6 +57,14 @@ struct State {
     responders: Mutex<HashMap<(String, String, String), Arc<Responder>>>,
     /// Scheduled timers: name → (delay ms, period ms). Tests fire them with `FakeInstance::timer`.
     timers: Mutex<BTreeMap<String, (u64, Option<u64>)>>,
+    /// Messages sent on connections, in order: (connection, text).
+    sent: Mutex<Vec<(u64, String)>>,
+    /// Connections closed by the extension: connection → (code, reason).
+    closed: Mutex<BTreeMap<u64, (u16, String)>>,
+    /// Permissions refused by `deny`: (user, entity, perm).
+    denied: Mutex<Vec<(String, String, String)>>,
+    /// Disabled Things.
+    disabled: Mutex<Vec<String>>,
     /// The C table over this state, built on the first `instantiate` (and leaked, as the ABI
     /// wants host tables to live as long as the process).
     table: OnceLock<&'static HostApi>,
@@ -125,6 +133,29 @@ impl FakeHost {
     /// The timers the extension has scheduled and not cancelled: name → (delay ms, period ms).
     pub fn timers(&self) -> BTreeMap<String, (u64, Option<u64>)> {
         lock(&self.state.timers).clone()
+    }
+
+    /// Messages the extension sent on connections, oldest first: (connection, text). Draining.
+    pub fn take_sent(&self) -> Vec<(u64, String)> {
+        std::mem::take(&mut *lock(&self.state.sent))
+    }
+
+    /// Connections the extension closed: connection → (code, reason).
+    pub fn closed(&self) -> BTreeMap<u64, (u16, String)> {
+        lock(&self.state.closed).clone()
+    }
+
+    /// Makes `check_permission(user, _, entity, perm, _)` answer `false` (everything else is
+    /// granted).
+    pub fn deny(&self, user: &str, entity: &str, perm: &str) -> &Self {
+        lock(&self.state.denied).push((user.into(), entity.into(), perm.into()));
+        self
+    }
+
+    /// Marks a Thing disabled (`describe_thing` reports `enabled: false`).
+    pub fn disable_thing(&self, thing: &str) -> &Self {
+        lock(&self.state.disabled).push(thing.into());
+        self
     }
 
     /// The log lines sent so far, oldest first.
@@ -229,6 +260,58 @@ impl FakeHost {
                 lock(&self.state.timers).remove(name);
                 Ok(Value::Null)
             }
+            HostRequest::ConnectionSend { connection, text } => {
+                if lock(&self.state.closed).contains_key(connection) {
+                    return Err(Error::unavailable(format!(
+                        "connection {connection} is closed"
+                    )));
+                }
+                lock(&self.state.sent).push((*connection, text.clone()));
+                Ok(Value::Null)
+            }
+            HostRequest::ConnectionClose {
+                connection,
+                code,
+                reason,
+            } => {
+                lock(&self.state.closed).insert(*connection, (*code, reason.clone()));
+                Ok(Value::Null)
+            }
+            HostRequest::DescribeThing { thing } => {
+                let things = lock(&self.state.things);
+                let found = things
+                    .get(thing)
+                    .ok_or_else(|| Error::not_found(format!("thing {thing} not found")))?;
+                let info = crate::protocol::ThingInfo {
+                    name: thing.clone(),
+                    template: found.template.clone(),
+                    templates: vec![found.template.clone(), "GenericThing".into()],
+                    shapes: vec![],
+                    enabled: !lock(&self.state.disabled).contains(thing),
+                };
+                Ok(serde_json::to_value(info).expect("a ThingInfo always encodes"))
+            }
+            HostRequest::CheckPermission {
+                user, entity, perm, ..
+            } => {
+                let denied = lock(&self.state.denied)
+                    .iter()
+                    .any(|(u, e, p)| u == user && e == entity && p == perm);
+                Ok(Value::Bool(!denied))
+            }
+            HostRequest::SetPropertiesBatch { updates } => {
+                let mut things = lock(&self.state.things);
+                if let Some(u) = updates.iter().find(|u| !things.contains_key(&u.thing)) {
+                    return Err(Error::not_found(format!("thing {} not found", u.thing)));
+                }
+                for u in updates {
+                    if let Some(t) = things.get_mut(&u.thing) {
+                        t.properties
+                            .extend(u.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                }
+                Ok(Value::Null)
+            }
         }
     }
 }
@@ -326,6 +409,42 @@ impl FakeInstance {
         self.request(&Request::Timer { name: name.into() })
             .into_result()
             .map(drop)
+    }
+
+    /// Opens connection `connection` on `route` for `user` (not an administrator).
+    pub fn open(&self, connection: u64, route: &str, user: &str) -> Result<(), ErrorBody> {
+        self.request(&Request::ConnectionOpen {
+            connection,
+            route: route.into(),
+            subprotocol: String::new(),
+            principal: Caller {
+                name: user.into(),
+                admin: false,
+                source_ip: "127.0.0.1".into(),
+            },
+        })
+        .into_result()
+        .map(drop)
+    }
+
+    /// Delivers one text message on a connection.
+    pub fn message(&self, connection: u64, text: &str) -> Result<(), ErrorBody> {
+        self.request(&Request::ConnectionMessage {
+            connection,
+            text: text.into(),
+        })
+        .into_result()
+        .map(drop)
+    }
+
+    /// Tells the instance a connection ended.
+    pub fn connection_closed(&self, connection: u64, reason: &str) -> Result<(), ErrorBody> {
+        self.request(&Request::ConnectionClosed {
+            connection,
+            reason: reason.into(),
+        })
+        .into_result()
+        .map(drop)
     }
 
     /// Sends one request and returns the raw status and body (to check `STATUS_PANICKED`).

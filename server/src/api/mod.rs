@@ -9,6 +9,7 @@ mod body;
 mod extensions;
 mod handlers;
 mod openapi;
+mod websocket;
 
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RequestLabels};
@@ -66,6 +67,8 @@ pub fn router(state: AppState) -> Router {
             post(extensions::upload)
                 .layer(axum::extract::DefaultBodyLimit::max(state.max_upload_bytes)),
         )
+        .route("/Thingworx/WS", get(websocket::upgrade))
+        .route("/Thingworx/WS/{*rest}", get(websocket::upgrade))
         .route("/Thingworx/{collection}", get(handlers::list))
         .route("/Thingworx/{collection}/{name}", get(handlers::entity))
         .route(

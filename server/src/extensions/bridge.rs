@@ -10,6 +10,7 @@ use crate::audit::Category;
 use crate::error::ApiError;
 use crate::model::entities::EntityKind;
 use crate::platform::{Ctx, Platform};
+use crate::security::{DesignPerm, RunPerm};
 use crate::services::{self, things};
 use crate::store::Write;
 use axum::http::StatusCode;
@@ -47,6 +48,13 @@ pub fn error_body(e: &ApiError) -> ErrorBody {
     ErrorBody {
         error: e.message.clone(),
         kind,
+    }
+}
+
+fn no_extensions() -> ErrorBody {
+    ErrorBody {
+        error: "the extension system is not running".into(),
+        kind: ErrorKind::Unavailable,
     }
 }
 
@@ -137,6 +145,79 @@ impl HostServices for PlatformBridge {
                 if let Some(ext) = p.extensions() {
                     ext.cancel_timer(load, &name);
                 }
+                Ok(Value::Null)
+            }
+            HostRequest::ConnectionSend { connection, text } => {
+                let ext = p.extensions().ok_or_else(no_extensions)?;
+                ext.connections().send(load, connection, text)?;
+                Ok(Value::Null)
+            }
+            HostRequest::ConnectionClose {
+                connection,
+                code,
+                reason,
+            } => {
+                if let Some(ext) = p.extensions() {
+                    ext.connections().close(load, connection, code, &reason);
+                }
+                Ok(Value::Null)
+            }
+            HostRequest::DescribeThing { thing } => {
+                let m = p.model();
+                let Some(t) = m.things.get(&thing) else {
+                    return Err(ErrorBody {
+                        error: format!("Thing '{thing}' does not exist"),
+                        kind: ErrorKind::NotFound,
+                    });
+                };
+                let templates: Vec<String> = m
+                    .template_chain(&t.template)
+                    .into_iter()
+                    .map(String::from)
+                    .collect();
+                let mut shapes = t.shapes.clone();
+                for tpl in &templates {
+                    if let Some(tt) = m.templates.get(tpl) {
+                        shapes.extend(tt.shapes.iter().cloned());
+                    }
+                }
+                Ok(serde_json::json!({
+                    "name": thing, "template": t.template, "templates": templates,
+                    "shapes": shapes, "enabled": t.enabled,
+                }))
+            }
+            HostRequest::CheckPermission {
+                user,
+                entity_kind,
+                entity,
+                perm,
+                resource,
+            } => {
+                let kind = kind_of(&entity_kind)?;
+                let who = p.principal(&user);
+                let m = p.model();
+                if !m.users.contains_key(&user) {
+                    return Ok(Value::Bool(false));
+                }
+                let allowed = if let Some(rp) = RunPerm::parse(&perm) {
+                    m.check_visible(&who, kind, &entity).is_ok()
+                        && m.check_runtime(&who, kind, &entity, rp, &resource).is_ok()
+                } else if let Some(dp) = DesignPerm::parse(&perm) {
+                    m.check_visible(&who, kind, &entity).is_ok()
+                        && m.check_design(&who, kind, &entity, dp).is_ok()
+                } else {
+                    return Err(ErrorBody {
+                        error: format!("unknown permission '{perm}'"),
+                        kind: ErrorKind::BadRequest,
+                    });
+                };
+                Ok(Value::Bool(allowed))
+            }
+            HostRequest::SetPropertiesBatch { updates } => {
+                let updates = updates.into_iter().map(|u| (u.thing, u.values)).collect();
+                self.runtime
+                    .block_on(things::write_properties_batch(&p, &ctx, updates))
+                    .map_err(api)?;
                 Ok(Value::Null)
             }
             HostRequest::ThingsOfTemplate { template } => {

@@ -74,7 +74,72 @@ pub fn index_services(defs: &Definitions) -> Vec<ExtService> {
     for s in &defs.subsystems {
         add(Target::Subsystem, &s.name, &s.services);
     }
+    for t in &defs.template_services {
+        add(Target::Template, &t.template, &t.services);
+    }
     out
+}
+
+/// The prefix every extension WebSocket route lives under.
+pub const ROUTE_PREFIX: &str = "/Thingworx/WS";
+
+/// Checks what a manifest asks of the host beyond entities: its routes (under `/Thingworx/WS`,
+/// with subprotocols and sane limits) and the templates it adds services to (they must exist or
+/// be defined by the package itself).
+pub fn check_extras(m: &Model, defs: &Definitions) -> Result<(), String> {
+    for r in &defs.routes {
+        let under = r.path == ROUTE_PREFIX
+            || (r.path.starts_with(ROUTE_PREFIX)
+                && r.path[ROUTE_PREFIX.len()..].starts_with('/')
+                && r.path.len() <= 200
+                && r.path[ROUTE_PREFIX.len() + 1..]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)));
+        if !under {
+            return Err(format!(
+                "route '{}' must be {ROUTE_PREFIX} or a path under it",
+                crate::model::names::printable(&r.path)
+            ));
+        }
+        if r.subprotocols.is_empty()
+            || r.subprotocols.iter().any(|p| {
+                p.is_empty() || p.len() > 64 || !p.chars().all(|c| c.is_ascii_graphic() && c != ',')
+            })
+        {
+            return Err(format!(
+                "route '{}' needs one or more subprotocols (printable ASCII tokens)",
+                r.path
+            ));
+        }
+        if !(16..=16 * 1024 * 1024).contains(&r.max_message_bytes) {
+            return Err(format!(
+                "route '{}': maxMessageBytes must be between 16 and 16777216",
+                r.path
+            ));
+        }
+        for (what, ms) in [
+            ("helloTimeoutMs", r.hello_timeout_ms),
+            ("pingIntervalMs", r.ping_interval_ms),
+            ("idleTimeoutMs", r.idle_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return Err(format!(
+                    "route '{}': {what} must be between 100 and 3600000",
+                    r.path
+                ));
+            }
+        }
+    }
+    for t in &defs.template_services {
+        let own = defs.thing_templates.iter().any(|d| d.name == t.template);
+        if !own && !m.templates.contains_key(&t.template) {
+            return Err(format!(
+                "templateServices names ThingTemplate '{}', which does not exist",
+                crate::model::names::printable(&t.template)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The entities a package defines, as (kind, name).
@@ -121,6 +186,7 @@ pub fn owner_of(m: &Model, kind: EntityKind, name: &str) -> Option<Option<String
 
 /// The writes that (re)define a package's entities, owned by it; refuses names owned by others.
 pub fn entity_writes(m: &Model, package: &str, defs: &Definitions) -> Result<Vec<Write>, String> {
+    check_extras(m, defs)?;
     for (kind, name) in defined_entities(defs) {
         if let Some(owner) = owner_of(m, kind, &name) {
             if owner.as_deref() != Some(package) {

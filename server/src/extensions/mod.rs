@@ -3,6 +3,7 @@
 //! what each extension contributes.
 
 pub mod bridge;
+pub mod connections;
 pub mod definitions;
 pub mod host;
 pub mod package;

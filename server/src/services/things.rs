@@ -169,43 +169,67 @@ pub async fn write_properties(
     thing: &str,
     values: Map<String, Value>,
 ) -> ApiResult<InfoTable> {
+    p.commit(|m| property_writes(m, ctx, thing, values)).await
+}
+
+/// Writes property values of several Things in one transaction, all or nothing (extensions'
+/// `SetPropertiesBatch`): the same checks as [`write_properties`] for each.
+pub async fn write_properties_batch(
+    p: &Platform,
+    ctx: &Ctx,
+    updates: Vec<(String, Map<String, Value>)>,
+) -> ApiResult<()> {
     p.commit(|m| {
-        m.check_visible(&ctx.who, EntityKind::Thing, thing)?;
-        let t = &m.things[thing];
-        // Permission on every property first, so a caller learns nothing about types they may not write.
-        for k in values.keys() {
-            m.check_runtime(
-                &ctx.who,
-                EntityKind::Thing,
-                thing,
-                RunPerm::PropertyWrite,
-                k,
-            )?;
+        let mut writes = Vec::new();
+        for (thing, values) in updates {
+            writes.extend(property_writes(m, ctx, &thing, values)?.0);
         }
-        if !t.enabled {
-            return Err(ApiError::conflict(format!(
-                "Thing '{thing}' is disabled: enable it with EnableThing"
-            )));
-        }
-        let mut writes = Vec::with_capacity(values.len());
-        let mut fields = Vec::with_capacity(values.len());
-        let mut row = Map::new();
-        for (k, v) in values {
-            let d = m
-                .thing_property(t, &k)
-                .ok_or_else(|| property_not_found(&k, thing))?;
-            let v = d.check(&format!("property '{k}'"), v, m)?;
-            fields.push(d.clone());
-            row.insert(k.clone(), v.clone());
-            writes.push(Write::PutValue {
-                thing: thing.to_string(),
-                property: k,
-                value: v,
-            });
-        }
-        Ok((writes, InfoTable::new(&fields).with_row(row)))
+        Ok((writes, ()))
     })
     .await
+}
+
+/// The checked writes of one Thing's property values, and the row they produce.
+fn property_writes(
+    m: &crate::model::Model,
+    ctx: &Ctx,
+    thing: &str,
+    values: Map<String, Value>,
+) -> ApiResult<(Vec<Write>, InfoTable)> {
+    m.check_visible(&ctx.who, EntityKind::Thing, thing)?;
+    let t = &m.things[thing];
+    // Permission on every property first, so a caller learns nothing about types they may not write.
+    for k in values.keys() {
+        m.check_runtime(
+            &ctx.who,
+            EntityKind::Thing,
+            thing,
+            RunPerm::PropertyWrite,
+            k,
+        )?;
+    }
+    if !t.enabled {
+        return Err(ApiError::conflict(format!(
+            "Thing '{thing}' is disabled: enable it with EnableThing"
+        )));
+    }
+    let mut writes = Vec::with_capacity(values.len());
+    let mut fields = Vec::with_capacity(values.len());
+    let mut row = Map::new();
+    for (k, v) in values {
+        let d = m
+            .thing_property(t, &k)
+            .ok_or_else(|| property_not_found(&k, thing))?;
+        let v = d.check(&format!("property '{k}'"), v, m)?;
+        fields.push(d.clone());
+        row.insert(k.clone(), v.clone());
+        writes.push(Write::PutValue {
+            thing: thing.to_string(),
+            property: k,
+            value: v,
+        });
+    }
+    Ok((writes, InfoTable::new(&fields).with_row(row)))
 }
 
 /// AddPropertyDefinition / RemovePropertyDefinition on a Thing, template or shape.

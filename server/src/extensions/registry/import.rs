@@ -205,12 +205,12 @@ impl Extensions {
                 },
             );
             self.published(load);
-            // An upgrade: the old version's timers end with it.
+            // An upgrade: the old version's timers and connections end with it.
             if let Some(Installed {
                 runtime: Ok(old), ..
             }) = &replaced
             {
-                self.cancel_timers_of(old.instance.load_id());
+                self.retire(old.instance.load_id(), "the extension was upgraded");
             }
             replaced_instances.push(replaced);
         }

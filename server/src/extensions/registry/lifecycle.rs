@@ -252,7 +252,7 @@ impl Extensions {
             runtime: Ok(rt), ..
         }) = &removed
         {
-            self.cancel_timers_of(rt.instance.load_id());
+            self.retire(rt.instance.load_id(), "the extension was deleted");
         }
         drop(removed);
         if let Ok(sha) = sha.parse::<Sha256>() {

@@ -8,6 +8,7 @@ mod timers;
 pub use import::ImportOutcome;
 use timers::TimerMap;
 
+use super::connections::{Connections, Target as RouteTarget};
 use super::definitions::{defined_entities, entity_writes, index_services, ExtService, Target};
 use super::host::{HostServices, Instance, Library};
 use super::package::{
@@ -72,6 +73,8 @@ pub struct Extensions {
     /// Loads whose instance exists but is not published yet (an import or start in progress):
     /// their timers wait; a load that leaves this set unpublished has its timers cancelled.
     pending: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// The WebSocket connections served for extensions' routes.
+    connections: Arc<Connections>,
 }
 
 impl std::fmt::Debug for Extensions {
@@ -98,6 +101,7 @@ impl Extensions {
             gate: tokio::sync::Mutex::new(()),
             timers: Default::default(),
             pending: Default::default(),
+            connections: Default::default(),
         }
     }
 
@@ -263,4 +267,60 @@ pub fn config_for(m: &Model, defs: &thingport_sdk::protocol::Definitions) -> Val
 /// A verified library's bytes and their sha256 (hex).
 type VerifiedBytes = (Vec<u8>, String);
 
-impl Extensions {}
+/// Why no extension can take a WebSocket upgrade.
+#[derive(Debug)]
+pub enum RouteRefusal {
+    /// No loaded extension serves the path.
+    NoRoute,
+    /// Extensions serve the path, but with none of the offered subprotocols (these are).
+    Subprotocols(Vec<String>),
+}
+
+impl Extensions {
+    /// The connection registry.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// A library load ended (upgrade, delete): its timers stop and its connections close.
+    fn retire(&self, load: u64, why: &str) {
+        self.cancel_timers_of(load);
+        self.connections.close_load(load, why);
+    }
+
+    /// The loaded extension serving `path` with the first of `offered` subprotocols it accepts.
+    pub fn route(&self, path: &str, offered: &[&str]) -> Result<RouteTarget, RouteRefusal> {
+        let installed = self.installed.read().unwrap_or_else(|p| p.into_inner());
+        let mut supported = Vec::new();
+        for (name, i) in installed.iter() {
+            let Ok(rt) = &i.runtime else { continue };
+            if rt.instance.poisoned().is_some() {
+                continue;
+            }
+            for r in &rt.library.manifest().definitions.routes {
+                if r.path != path {
+                    continue;
+                }
+                if let Some(sp) = offered
+                    .iter()
+                    .find(|o| r.subprotocols.iter().any(|s| s == *o))
+                {
+                    return Ok(RouteTarget {
+                        package: name.clone(),
+                        load: rt.instance.load_id(),
+                        instance: rt.instance.clone(),
+                        route: r.clone(),
+                        subprotocol: sp.to_string(),
+                        deadline: self.deadline,
+                    });
+                }
+                supported.extend(r.subprotocols.iter().cloned());
+            }
+        }
+        if supported.is_empty() {
+            Err(RouteRefusal::NoRoute)
+        } else {
+            Err(RouteRefusal::Subprotocols(supported))
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The wire protocols of Thingport, shared by both ends of each link so they cannot drift apart.
+//!
+//! - [`control`]: the device control channel between `thingport-agent` (or any device) and the
+//!   platform's `ConnectionServicesExtension`, over a WebSocket at `/Thingworx/WS` with the
+//!   subprotocol `thingport.v1`.
+//!
+//! `docs/protocol.md` is the readable specification of the same messages, written so that a third
+//! party can implement a device from it alone; this crate is the reference implementation.
+
+pub mod control;
