@@ -15,7 +15,7 @@
 
 use crate::protocol::{
     ConfigField, ConfigTableDef, DataShapeDef, Definitions, Field, RouteDef, ServiceDecl,
-    SubsystemDef, ThingDef, ThingShapeDef, ThingTemplateDef,
+    SubsystemDef, TemplateServicesDef, ThingDef, ThingShapeDef, ThingTemplateDef,
 };
 
 impl Definitions {
@@ -41,6 +41,14 @@ impl Definitions {
     }
     pub fn subsystem(mut self, subsystem: SubsystemDef) -> Self {
         self.subsystems.push(subsystem);
+        self
+    }
+    /// Services on a template the extension does not define (e.g. `RemoteThing`), ABI 1.2.
+    pub fn template_services(mut self, template: &str, services: Vec<ServiceDecl>) -> Self {
+        self.template_services.push(TemplateServicesDef {
+            template: template.into(),
+            services,
+        });
         self
     }
     pub fn route(mut self, route: RouteDef) -> Self {
