@@ -18,6 +18,7 @@
 
 mod api;
 mod client;
+pub mod control;
 mod fixtures;
 pub mod packages;
 mod raw;

@@ -20,6 +20,41 @@ pub fn fixture_library(name: &str) -> PathBuf {
     path
 }
 
+/// `target/<profile>/lib<crate>.so` of a first-party extension crate (e.g. `connection_services`).
+pub fn extension_library(crate_name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
+    let path = profile_dir.join(format!("lib{crate_name}.so"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// The `ConnectionServicesExtension` 1.0.0 package, from the workspace's build of
+/// `extensions/connection-services` and its `metadata.xml`, as `thingport ext pack` makes it.
+pub fn connection_services_package() -> Vec<u8> {
+    first_party_package(
+        "connection_services",
+        include_str!("../../extensions/connection-services/metadata.xml"),
+    )
+}
+
+fn first_party_package(crate_name: &str, metadata_template: &str) -> Vec<u8> {
+    let lib = std::fs::read(extension_library(crate_name)).expect("read extension library");
+    let file = format!("lib/{}/lib{crate_name}.so", host_target());
+    let native = format!(
+        r#"<NativeLibrary file="{file}" sha256="{}" abiVersion="1"/>"#,
+        Sha256::of(&lib)
+    );
+    // The template's ExtensionPackage element is self-closing: give it the NativeLibrary child.
+    let metadata =
+        metadata_template.replacen("/>", &format!(">\n{native}\n</ExtensionPackage>"), 1);
+    zip_of(&[("metadata.xml", metadata.as_bytes()), (&file, &lib)])
+}
+
 /// What goes into a test package.
 #[derive(Debug, Clone)]
 pub struct PackageSpec {

@@ -144,6 +144,8 @@ pub struct Server {
     base: Arc<Mutex<String>>,
     secrets: Secrets,
     http: reqwest::Client,
+    /// Set by [`Server::restart_on_same_port`]: listen here instead of port 0.
+    fixed_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -173,6 +175,7 @@ impl Server {
             base: Arc::new(Mutex::new(String::new())),
             secrets,
             http,
+            fixed_addr: None,
         };
         server.spawn();
         server
@@ -214,9 +217,13 @@ impl Server {
 
     /// The command-line arguments of this server (without the binary).
     pub fn args(&self) -> Vec<String> {
+        let listen = match self.fixed_addr {
+            Some(addr) => addr.to_string(),
+            None => "127.0.0.1:0".to_string(),
+        };
         let mut args = vec![
             "--listen".to_string(),
-            "127.0.0.1:0".to_string(),
+            listen,
             "--data-dir".to_string(),
             self.data_dir().display().to_string(),
             "--admin-password".to_string(),
@@ -345,6 +352,16 @@ impl Server {
         if self.child.is_some() {
             self.terminate();
         }
+        self.spawn();
+    }
+
+    /// Stops the server gracefully and starts it again on the same data directory and the same
+    /// address (agents reconnect to the address they know).
+    pub fn restart_on_same_port(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        self.fixed_addr = Some(self.addr);
         self.spawn();
     }
 

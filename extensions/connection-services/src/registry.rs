@@ -165,7 +165,7 @@ impl Registry {
     fn send(&self, connection: u64, message: &PlatformMessage) {
         if let Err(e) = self.host.send(connection, encode(message)) {
             self.host
-                .debug(format_args!("connection {connection}: cannot send: {e}"));
+                .warn(format_args!("connection {connection}: cannot send: {e}"));
         }
     }
 

@@ -233,7 +233,11 @@ impl Connections {
         let mut shutdown = self.shutdown.subscribe();
         // (status sent to the peer, if any; the reason the extension is told)
         let (frame, reason): (Option<(u16, String)>, String) = loop {
+            // Biased: a close request first, then the send queue, and only then the next
+            // incoming message, so a peer that floods without reading is slowed by its own
+            // backlog (TCP back-pressure) instead of overflowing the queue.
             tokio::select! {
+                biased;
                 _ = close.notify.notified() => {
                     let (code, why) = close.take();
                     break (Some((code, why.clone())), format!("closed by the extension: {why}"));
@@ -304,6 +308,12 @@ impl Connections {
         };
         if let Some((code, why)) = frame {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                // What the extension queued before the close goes out first.
+                while let Ok(text) = rx.try_recv() {
+                    if sink.send(Message::Text(text)).await.is_err() {
+                        return;
+                    }
+                }
                 let _ = sink.send(close_frame(code, &why)).await;
                 // Wait for the peer's close (or anything else) briefly, for a clean handshake.
                 let _ = stream.next().await;
