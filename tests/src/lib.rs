@@ -16,15 +16,19 @@
 //! This crate is not a client library for Thingport: it panics with a descriptive message as soon as
 //! something is not as a test expects.
 
+mod agent;
 mod api;
 mod client;
 pub mod control;
 mod fixtures;
+pub mod fleet;
 pub mod packages;
 mod raw;
+pub mod relay;
 mod server;
 mod wait;
 
+pub use agent::{agent_binary, Agent};
 pub use client::{encode_segment, Auth, Client, Resp, XSRF_TOKEN};
 pub use raw::{raw_request, RawResponse};
 pub use server::{run_binary, server_binary, Finished, Secrets, Server, ServerOptions};

@@ -132,7 +132,9 @@ impl Extension for ConnectionServices {
             "Ping" => ok(self.registry.ping(&call.entity)?),
             "SendMessage" => {
                 let input: SendMessageInput = call.params()?;
-                let timeout = input.timeout_ms.unwrap_or(5_000);
+                let timeout = input
+                    .timeout_ms
+                    .unwrap_or(control::DEFAULT_REQUEST_TIMEOUT_MS as i32);
                 if !(1..=60_000).contains(&timeout) {
                     return Err(Error::unprocessable(format!(
                         "timeoutMs must be between 1 and 60000, not {timeout}"

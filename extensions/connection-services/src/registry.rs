@@ -18,12 +18,14 @@ use crate::REMOTE_THING;
 
 /// Requests that may wait for devices at once (each holds one of the host's blocking threads).
 const MAX_WAITING: usize = 256;
-/// Refused binds after which a connection is closed (a misconfigured or hostile agent).
+/// Refused binds per minute after which a connection is closed (a hostile or broken agent).
 const MAX_REFUSED_BINDS: u32 = 1_000;
 /// Undecodable messages after which a connection is closed.
 const MAX_MALFORMED: u32 = 20;
 /// The longest agent description kept.
 const MAX_AGENT_LEN: usize = 200;
+/// The agent message types of thingport.v1.
+const KNOWN_TYPES: [&str; 4] = ["hello", "bind", "unbind", "response"];
 /// The longest Thing name considered.
 const MAX_THING_NAME: usize = 200;
 
@@ -40,7 +42,10 @@ struct Conn {
     source_ip: String,
     agent: Option<String>,
     things: BTreeSet<String>,
+    /// Refused binds in the current minute (a misconfigured agent retries slowly; a hostile one
+    /// is closed).
     refused: u32,
+    refused_window: Instant,
     malformed: u32,
     since_ms: i64,
 }
@@ -156,16 +161,24 @@ impl Registry {
                 agent: None,
                 things: BTreeSet::new(),
                 refused: 0,
+                refused_window: Instant::now(),
                 malformed: 0,
                 since_ms: now_ms(),
             },
         );
     }
 
+    /// Sends a protocol message. If it cannot be queued (the agent does not read), the agent
+    /// and the platform could disagree about what is bound: the connection is closed, and the
+    /// agent's reconnect binds everything again.
     fn send(&self, connection: u64, message: &PlatformMessage) {
         if let Err(e) = self.host.send(connection, encode(message)) {
-            self.host
-                .warn(format_args!("connection {connection}: cannot send: {e}"));
+            self.host.warn(format_args!(
+                "connection {connection}: cannot send, closing it: {e}"
+            ));
+            let _ = self
+                .host
+                .close(connection, 1008, "the agent does not read its messages");
         }
     }
 
@@ -193,22 +206,48 @@ impl Registry {
             let _ = self.host.close(
                 connection,
                 1008,
-                &format!("more than {MAX_MALFORMED} malformed messages"),
+                &format!("{MAX_MALFORMED} malformed messages"),
             );
         }
     }
 
     /// One text message from an agent.
     pub fn message(&self, connection: u64, text: &str) {
-        let message = match AgentMessage::decode(text) {
-            Ok(m) => m,
-            Err(e) => return self.protocol_error(connection, codes::MALFORMED, e),
-        };
         let greeted = lock(&self.bindings)
             .conns
             .get(&connection)
             .map(|c| c.agent.is_some());
         let Some(greeted) = greeted else { return };
+        let message = match AgentMessage::decode(text) {
+            Ok(m) => m,
+            Err(e) => {
+                if !greeted {
+                    self.protocol_error(connection, codes::MALFORMED, e);
+                    let _ = self
+                        .host
+                        .close(connection, 1008, "the first message must be hello");
+                    return;
+                }
+                // A message type from a newer agent is answered, not held against it.
+                let newer = serde_json::from_str::<Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("type").and_then(Value::as_str).map(String::from))
+                    .filter(|t| !KNOWN_TYPES.contains(&t.as_str()));
+                if let Some(t) = newer {
+                    return self.send(
+                        connection,
+                        &PlatformMessage::Error {
+                            code: codes::UNSUPPORTED.into(),
+                            message: format!(
+                                "message type '{}' is not supported by this platform",
+                                clip(&t, 64)
+                            ),
+                        },
+                    );
+                }
+                return self.protocol_error(connection, codes::MALFORMED, e);
+            }
+        };
         match message {
             AgentMessage::Hello { agent } => {
                 if greeted {
@@ -257,6 +296,10 @@ impl Registry {
             let mut b = lock(&self.bindings);
             match b.conns.get_mut(&connection) {
                 Some(c) => {
+                    if c.refused_window.elapsed() >= Duration::from_secs(60) {
+                        c.refused = 0;
+                        c.refused_window = Instant::now();
+                    }
                     c.refused += 1;
                     c.refused >= MAX_REFUSED_BINDS
                 }
@@ -280,7 +323,7 @@ impl Registry {
             let _ = self.host.close(
                 connection,
                 1008,
-                &format!("more than {MAX_REFUSED_BINDS} refused binds"),
+                &format!("{MAX_REFUSED_BINDS} refused binds within a minute"),
             );
         }
     }
@@ -339,6 +382,19 @@ impl Registry {
                 )
             }
         };
+        let visible = self
+            .host
+            .check_permission(&user, "Things", &thing, "Visible", "")
+            .unwrap_or(false);
+        if !visible {
+            return self.refuse(
+                connection,
+                id,
+                &thing,
+                codes::NOT_FOUND,
+                format!("Thing '{thing}' does not exist or user '{user}' cannot see it"),
+            );
+        }
         if !info.templates.iter().any(|t| t == REMOTE_THING) {
             return self.refuse(
                 connection,
@@ -390,8 +446,19 @@ impl Registry {
             }
             if let Some(c) = b.conns.get_mut(&connection) {
                 c.things.insert(thing.clone());
+                c.refused = 0;
             }
             b.dirty.insert(thing.clone(), (true, now_ms()));
+            // Queued under the lock, so no request for the Thing can overtake it.
+            let bound = encode(&PlatformMessage::Bound {
+                id,
+                thing: thing.clone(),
+            });
+            if let Err(e) = self.host.send(connection, bound) {
+                self.host.warn(format_args!(
+                    "connection {connection}: cannot send bound: {e}"
+                ));
+            }
             old
         };
         if let Some(old) = replaced {
@@ -418,7 +485,6 @@ impl Registry {
             self.host
                 .debug(format_args!("connection {connection}: bound '{thing}'"));
         }
-        self.send(connection, &PlatformMessage::Bound { id, thing });
     }
 
     fn unbind(&self, connection: u64, id: u64, thing: String) {
@@ -522,15 +588,13 @@ impl Registry {
     /// Sends a one-way message to a bound Thing.
     pub fn notify(&self, e: Egress) -> Result<(), Error> {
         let connection = self.serving(&e.thing)?;
+        let text = fits(encode(&PlatformMessage::Message {
+            thing: e.thing.clone(),
+            name: e.name,
+            body: e.body,
+        }))?;
         self.host
-            .send(
-                connection,
-                encode(&PlatformMessage::Message {
-                    thing: e.thing.clone(),
-                    name: e.name,
-                    body: e.body,
-                }),
-            )
+            .send(connection, text)
             .map_err(|err| Error::unavailable(format!("cannot reach Thing '{}': {err}", e.thing)))
     }
 
@@ -554,12 +618,12 @@ impl Registry {
             waiting.insert(id, waiter.clone());
         }
         let _cleanup = Forget { registry: self, id };
-        let text = encode(&PlatformMessage::Request {
+        let text = fits(encode(&PlatformMessage::Request {
             id,
             thing: e.thing.clone(),
             name: e.name.clone(),
             body: e.body,
-        });
+        }))?;
         self.host.send(connection, text).map_err(|err| {
             Error::unavailable(format!("cannot reach Thing '{}': {err}", e.thing))
         })?;
@@ -599,7 +663,7 @@ impl Registry {
                 name: control::requests::PING.into(),
                 body: json!({}),
             },
-            Duration::from_secs(5),
+            Duration::from_millis(control::DEFAULT_REQUEST_TIMEOUT_MS),
         )?;
         let rtt = started.elapsed().as_secs_f64() * 1000.0;
         Ok(json!({
@@ -702,6 +766,18 @@ impl Drop for Forget<'_> {
     fn drop(&mut self) {
         lock(&self.registry.waiting).remove(&self.id);
     }
+}
+
+/// Refuses a message the agent would not accept (over [`control::MAX_MESSAGE_BYTES`]).
+fn fits(text: String) -> Result<String, Error> {
+    if text.len() > control::MAX_MESSAGE_BYTES {
+        return Err(Error::bad_request(format!(
+            "the message is {} bytes; the control channel carries at most {} bytes per message",
+            text.len(),
+            control::MAX_MESSAGE_BYTES
+        )));
+    }
+    Ok(text)
 }
 
 fn one(k: &str, v: Value) -> Map<String, Value> {

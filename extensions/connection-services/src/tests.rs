@@ -138,14 +138,25 @@ fn messages_before_hello_and_malformed_ones_are_refused() {
     assert_eq!(host.closed().get(&1).map(|c| c.0), Some(1008));
 
     i.open(2, "/Thingworx/WS", "agent").unwrap();
-    for junk in ["", "{", "[]", r#"{"type":"nope"}"#, &"x".repeat(1000)] {
-        i.message(2, junk).unwrap();
+    i.message(2, "{").unwrap();
+    // Garbage before hello is answered and the connection closed.
+    assert_eq!(sent(&host, 2).len(), 1);
+    assert_eq!(host.closed().get(&2).map(|c| c.0), Some(1008));
+
+    greet(&host, &i, 3, "agent");
+    for junk in ["", "{", "[]", &"x".repeat(1000)] {
+        i.message(3, junk).unwrap();
     }
-    let replies = sent(&host, 2);
+    i.message(3, r#"{"type":"nope"}"#).unwrap();
+    let replies = sent(&host, 3);
     assert_eq!(replies.len(), 5);
-    assert!(replies
+    assert!(replies[..4]
         .iter()
         .all(|m| matches!(m, PlatformMessage::Error { code, .. } if code == codes::MALFORMED)));
+    assert!(
+        matches!(&replies[4], PlatformMessage::Error { code, .. } if code == codes::UNSUPPORTED)
+    );
+    assert!(!host.closed().contains_key(&3));
 }
 
 #[test]

@@ -399,7 +399,8 @@ pub enum HostRequest {
     /// Whether `user` holds a permission (ABI 1.2): `perm` is a run-time permission
     /// (`PropertyRead`, `PropertyWrite`, `ServiceInvoke`, `EventInvoke`, `EventSubscribe`) on the
     /// property, service or event `resource`, or a design-time one (`Read`, `Update`, `Delete`)
-    /// with an empty `resource`. Result: a JSON boolean (`false` also when the user cannot see
+    /// with an empty `resource`, or `Visible` (whether the user can see the entity at all).
+    /// Result: a JSON boolean (`false` also when the user cannot see
     /// the entity or does not exist).
     #[serde(rename_all = "camelCase")]
     CheckPermission {

@@ -42,8 +42,9 @@ pub const IDLE_TIMEOUT_MS: u64 = 25_000;
 /// The most Things one connection may bind (the platform may announce a lower figure in
 /// [`PlatformMessage::Welcome`]).
 pub const MAX_THINGS_PER_CONNECTION: u32 = 1_000;
-/// How long the platform waits for a response to a request unless the caller gave a deadline.
-pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// How long the platform waits for a response to a request unless the caller gave a deadline
+/// (`SendMessage`'s `timeoutMs` default; `Ping` waits as long).
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 
 /// Request names the platform sends ([`PlatformMessage::Request::name`]).
 pub mod requests {
@@ -73,7 +74,7 @@ pub mod codes {
     pub const GONE: &str = "GONE";
     /// A message could not be decoded, or came out of order (e.g. before `hello`).
     pub const MALFORMED: &str = "MALFORMED";
-    /// The agent speaks no protocol version the platform supports.
+    /// A message type this platform does not know (from a newer agent); the connection stays.
     pub const UNSUPPORTED: &str = "UNSUPPORTED";
     /// An agent does not know the request's `name`.
     pub const UNKNOWN_REQUEST: &str = "UNKNOWN_REQUEST";

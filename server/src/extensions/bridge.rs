@@ -199,7 +199,9 @@ impl HostServices for PlatformBridge {
                 if !m.users.contains_key(&user) {
                     return Ok(Value::Bool(false));
                 }
-                let allowed = if let Some(rp) = RunPerm::parse(&perm) {
+                let allowed = if perm == "Visible" {
+                    m.check_visible(&who, kind, &entity).is_ok()
+                } else if let Some(rp) = RunPerm::parse(&perm) {
                     m.check_visible(&who, kind, &entity).is_ok()
                         && m.check_runtime(&who, kind, &entity, rp, &resource).is_ok()
                 } else if let Some(dp) = DesignPerm::parse(&perm) {
