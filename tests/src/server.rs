@@ -362,6 +362,12 @@ impl Server {
             self.terminate();
         }
         self.fixed_addr = Some(self.addr);
+        // Pooled keep-alive connections point at the old process: start with a fresh pool
+        // (clients made before the restart keep theirs; make new ones).
+        self.http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("build HTTP client");
         self.spawn();
     }
 
