@@ -369,7 +369,7 @@ impl Registry {
                     id,
                     &thing,
                     codes::NOT_FOUND,
-                    format!("Thing '{thing}' does not exist"),
+                    format!("Thing '{thing}' does not exist or user '{user}' cannot see it"),
                 )
             }
             Err(e) => {
@@ -454,13 +454,19 @@ impl Registry {
                 id,
                 thing: thing.clone(),
             });
-            if let Err(e) = self.host.send(connection, bound) {
-                self.host.warn(format_args!(
-                    "connection {connection}: cannot send bound: {e}"
-                ));
-            }
-            old
+            let unsent = self.host.send(connection, bound).err();
+            (old, unsent)
         };
+        let (replaced, unsent) = replaced;
+        if let Some(e) = unsent {
+            // The agent would never learn of its binding: start over on a new connection.
+            self.host.warn(format_args!(
+                "connection {connection}: cannot send bound, closing it: {e}"
+            ));
+            let _ = self
+                .host
+                .close(connection, 1008, "the agent does not read its messages");
+        }
         if let Some(old) = replaced {
             self.host.info(format_args!(
                 "Thing '{thing}' is now served by connection {connection}; connection {old} was told REPLACED"
