@@ -18,6 +18,7 @@
 
 mod agent;
 mod api;
+pub mod certs;
 mod client;
 pub mod control;
 mod fixtures;
