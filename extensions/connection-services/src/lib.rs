@@ -40,6 +40,9 @@ pub const REMOTE_THING: &str = "RemoteThing";
 /// The timer that writes `isConnected` / `lastConnection` changes.
 const FLUSH_TIMER: &str = "flush-connection-state";
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// The timer that re-checks bound Things (deleted, disabled or re-templated while bound → `GONE`).
+const VERIFY_TIMER: &str = "verify-bindings";
+const VERIFY_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -124,6 +127,8 @@ impl Extension for ConnectionServices {
         cse.registry.reset_stale_flags()?;
         cse.host
             .schedule_timer(FLUSH_TIMER, FLUSH_EVERY, Some(FLUSH_EVERY))?;
+        cse.host
+            .schedule_timer(VERIFY_TIMER, VERIFY_EVERY, Some(VERIFY_EVERY))?;
         Ok(cse)
     }
 
@@ -160,8 +165,10 @@ impl Extension for ConnectionServices {
     }
 
     fn on_timer(&self, name: &str) -> Result<(), Error> {
-        if name == FLUSH_TIMER {
-            self.registry.flush();
+        match name {
+            FLUSH_TIMER => self.registry.flush(),
+            VERIFY_TIMER => self.registry.verify(),
+            _ => {}
         }
         Ok(())
     }

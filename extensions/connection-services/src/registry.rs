@@ -734,6 +734,28 @@ impl Registry {
         }
     }
 
+    /// Re-checks every bound Thing: one deleted, disabled or no longer a `RemoteThing` is
+    /// unbound with `GONE` (its agent retries later). The checks are in-memory host calls.
+    pub fn verify(&self) {
+        let bound: Vec<String> = lock(&self.bindings).things.keys().cloned().collect();
+        for thing in bound {
+            let why = match self.host.describe_thing(&thing) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    Some(format!("Thing '{thing}' was deleted"))
+                }
+                Err(_) => None,
+                Ok(info) if !info.enabled => Some(format!("Thing '{thing}' was disabled")),
+                Ok(info) if !info.templates.iter().any(|t| t == REMOTE_THING) => Some(format!(
+                    "Thing '{thing}' no longer derives from {REMOTE_THING}"
+                )),
+                Ok(_) => None,
+            };
+            if let Some(why) = why {
+                self.gone(&thing, &Error::not_found(why));
+            }
+        }
+    }
+
     /// A bound Thing that can no longer be written is no longer served.
     fn gone(&self, thing: &str, e: &Error) {
         let connection = {

@@ -176,3 +176,19 @@ fn egress_to_an_unbound_thing_is_unavailable() {
         .unwrap_err();
     assert!(err.error.contains("not connected"), "{}", err.error);
 }
+
+#[test]
+fn a_thing_disabled_while_bound_is_unbound_as_gone() {
+    let (host, i) = setup();
+    greet(&host, &i, 1, "agent");
+    i.message(1, r#"{"type":"bind","id":1,"thing":"pump-1"}"#)
+        .unwrap();
+    let _ = sent(&host, 1);
+    host.disable_thing("pump-1");
+    i.timer("verify-bindings").unwrap();
+    assert!(matches!(
+        sent(&host, 1).as_slice(),
+        [PlatformMessage::Unbound { code, .. }] if code == codes::GONE
+    ));
+    assert!(host.timers().contains_key("verify-bindings"));
+}
