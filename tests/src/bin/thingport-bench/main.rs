@@ -6,6 +6,9 @@
 //!   and on many keep-alive connections, with `/healthz` as the same-run HTTP baseline.
 //! * `extension`: the host → extension → host round trip of a service call into the real fixture
 //!   extension library, in-process, blocking and async, against a JSON-only baseline.
+//! * `control`: 10,000 device control channels (`thingport.v1` WebSockets) held by one server with
+//!   the ConnectionServicesExtension: time to bind them all, server memory per connection, and
+//!   the fleet coming back after a server restart.
 //!
 //! Later subcommands (`tunnel`, ...) plug in beside `platform` in [`Command`].
 //!
@@ -13,12 +16,15 @@
 //! the figures meet their targets (a MISS is reported, not fatal: the machine is noisy); 1 when the
 //! tool could not run or any request failed; 2 for a usage error.
 
+mod control;
 mod extension;
+mod fleet;
 mod http;
 mod load;
 mod platform;
 mod probe;
 mod report;
+mod restartable;
 mod server;
 mod setup;
 
@@ -41,6 +47,9 @@ enum Command {
     /// Extensions: the host → extension → host round trip of a service call into the fixture
     /// extension library (blocking and async paths, with a JSON-only baseline).
     Extension(extension::ExtensionArgs),
+    /// Device control channels: 10,000 simulated agents bound to one server (connect time,
+    /// server memory per connection), then a server restart (time until all are bound again).
+    Control(control::ControlArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +57,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Platform(args) => run_async(args.client_threads as usize, platform::run(args)),
         Command::Extension(args) => extension::run(args),
+        Command::Control(args) => run_async(args.client_threads as usize, control::run(args)),
     };
     match result {
         Ok(outcome) if outcome.requests_failed == 0 => ExitCode::SUCCESS,

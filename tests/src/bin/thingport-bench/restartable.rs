@@ -125,7 +125,11 @@ impl RestartableServer {
         });
         let deadline = spawned_at + START_TIMEOUT;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 bail!(
                     "{} exited with {status} before listening; its log ends with:\n{}",
