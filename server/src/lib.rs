@@ -113,9 +113,7 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
         hub.begin_shutdown();
     };
     serve::serve(listener, app, tls, shutdown, open).await;
-    exts.connections()
-        .shutdown(std::time::Duration::from_secs(3))
-        .await;
+    exts.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

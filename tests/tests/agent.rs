@@ -100,6 +100,14 @@ async fn agents_come_back_within_30s_after_a_server_restart() {
     }
     assert!(restarted.elapsed() < Duration::from_secs(30));
     admin.call("Things", "gw-2", "Ping", json!({})).await.ok();
+    // The graceful stop wrote every disconnect before closing the store: the new instance found
+    // no stale flag to clear, and nothing failed on the way out.
+    let log = f.server.log();
+    assert!(
+        !log.contains("were connected when the platform last stopped"),
+        "stale isConnected flags after a graceful stop:\n{log}"
+    );
+    assert!(!log.contains("ERROR"), "errors in the server log:\n{log}");
     f.admin = admin;
 }
 

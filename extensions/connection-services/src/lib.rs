@@ -178,6 +178,11 @@ impl Extension for ConnectionServices {
         Ok(())
     }
 
+    fn on_shutdown(&self) -> Result<(), Error> {
+        self.registry.flush_final();
+        Ok(())
+    }
+
     fn on_connection_open(&self, connection: &Connection) -> Result<(), Error> {
         self.registry.open(connection);
         Ok(())

@@ -704,6 +704,16 @@ impl Registry {
         let Ok(_one_at_a_time) = self.flushing.try_lock() else {
             return;
         };
+        self.write_dirty();
+    }
+
+    /// The last flush at shutdown: waits for a flush in progress, then writes the rest.
+    pub fn flush_final(&self) {
+        let _one_at_a_time = lock(&self.flushing);
+        self.write_dirty();
+    }
+
+    fn write_dirty(&self) {
         let dirty = std::mem::take(&mut lock(&self.bindings).dirty);
         if dirty.is_empty() {
             return;
@@ -722,11 +732,21 @@ impl Registry {
             })
             .collect();
         let n = updates.len();
-        if self.host.set_properties_batch(updates.clone()).is_ok() {
-            return self
-                .host
-                .trace(format_args!("wrote the connection state of {n} Things"));
+        let e = match self.host.set_properties_batch(updates.clone()) {
+            Ok(()) => {
+                return self
+                    .host
+                    .trace(format_args!("wrote the connection state of {n} Things"))
+            }
+            Err(e) => e,
+        };
+        if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Internal) {
+            // Storage trouble, not one bad Thing: writing them one by one would fail the same way.
+            return self.host.warn(format_args!(
+                "could not write the connection state of {n} Things: {e}"
+            ));
         }
+        // One Thing (deleted or disabled meanwhile) failed the batch: write the others one by one.
         for u in updates {
             if let Err(e) = self.host.set_properties(&u.thing, u.values) {
                 self.gone(&u.thing, &e);

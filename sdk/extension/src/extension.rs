@@ -108,6 +108,15 @@ pub trait Extension: Send + Sync + Sized + 'static {
         let _ = (connection, reason);
         Ok(())
     }
+
+    /// The server is stopping: every connection has been closed (and `on_connection_closed`
+    /// delivered) and timers no longer fire. Write whatever state the instance still holds; host
+    /// calls still work. Called once, under the usual deadline.
+    ///
+    /// Default: does nothing.
+    fn on_shutdown(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// A WebSocket connection the host opened on one of the extension's routes.

@@ -314,6 +314,7 @@ fn call_instance<T: Extension>(instance: u64, request: Slice) -> (u32, Vec<u8>) 
         Request::ConnectionClosed { connection, reason } => extension
             .on_connection_closed(connection, &reason)
             .map(|()| Value::Null),
+        Request::Shutdown => extension.on_shutdown().map(|()| Value::Null),
     };
     match result {
         Ok(result) => (STATUS_OK, json(&InvokeResult { result })),

@@ -299,6 +299,9 @@ pub enum Request {
     /// extension or the server closed it). No message on it follows.
     #[serde(rename_all = "camelCase")]
     ConnectionClosed { connection: u64, reason: String },
+    /// The server is stopping (ABI 1.2): its connections are closed and timers stopped; write
+    /// what the instance still holds. The last call before `destroy`.
+    Shutdown,
 }
 
 /// Whose fault an error is; the host maps it to an HTTP status.

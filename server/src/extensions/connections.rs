@@ -320,7 +320,9 @@ impl Connections {
             })
             .await;
         }
-        drop(_guard);
+        // Sends fail from now on; the entry stays until the extension has heard of the close, so
+        // a shutdown waits for every `connectionClosed` before the store closes.
+        drop(rx);
         tracing::debug!(extension = ext, connection = id, %peer, reason, "connection closed");
         let r = target
             .instance
@@ -335,6 +337,7 @@ impl Connections {
         if let Err(e) = r {
             tracing::debug!(extension = ext, connection = id, error = %e, "connectionClosed failed");
         }
+        drop(_guard);
     }
 }
 

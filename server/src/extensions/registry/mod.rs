@@ -282,6 +282,37 @@ impl Extensions {
         &self.connections
     }
 
+    /// Stops the extension system at server shutdown: closes every connection (waiting for the
+    /// extensions to hear of it), stops every timer, then sends each instance `shutdown` so it can
+    /// write what it holds while the store is still open.
+    pub async fn shutdown(&self) {
+        self.connections.shutdown(Duration::from_secs(5)).await;
+        {
+            let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, (_, _, t)) in timers.iter() {
+                t.abort();
+            }
+            timers.clear();
+        }
+        let instances: Vec<(String, Arc<Instance>)> = {
+            let installed = self.installed.read().unwrap_or_else(|p| p.into_inner());
+            installed
+                .iter()
+                .filter_map(|(n, i)| {
+                    i.runtime
+                        .as_ref()
+                        .ok()
+                        .map(|rt| (n.clone(), rt.instance.clone()))
+                })
+                .collect()
+        };
+        for (name, instance) in instances {
+            if let Err(e) = instance.call(Request::Shutdown, self.deadline).await {
+                tracing::warn!(extension = %name, error = %e, "extension shutdown failed");
+            }
+        }
+    }
+
     /// A library load ended (upgrade, delete): its timers stop and its connections close.
     fn retire(&self, load: u64, why: &str) {
         self.cancel_timers_of(load);
