@@ -45,8 +45,22 @@ impl ControlClient {
         key: Option<&str>,
         subprotocols: &[&str],
     ) -> Result<ControlClient, Refused> {
+        Self::connect_with_headers(addr, key, subprotocols, &[]).await
+    }
+
+    /// As [`ControlClient::connect_with`], with extra request headers (a cookie, an Origin).
+    pub async fn connect_with_headers(
+        addr: SocketAddr,
+        key: Option<&str>,
+        subprotocols: &[&str],
+        headers: &[(&'static str, &str)],
+    ) -> Result<ControlClient, Refused> {
         let url = format!("ws://{addr}{}", control::PATH);
         let mut req = url.into_client_request().expect("request");
+        for (name, value) in headers {
+            req.headers_mut()
+                .insert(*name, HeaderValue::from_str(value).expect("header value"));
+        }
         if let Some(key) = key {
             req.headers_mut().insert(
                 control::APP_KEY_HEADER,

@@ -6,7 +6,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use thingport_e2e::fleet::{wait_connected, Fleet};
 use thingport_e2e::relay::Relay;
-use thingport_e2e::{wait_until, Agent};
+use thingport_e2e::{wait_until, wait_until_blocking, Agent};
 
 #[tokio::test]
 async fn an_agent_binds_answers_ping_and_stops_cleanly_on_sigterm() {
@@ -44,7 +44,10 @@ async fn an_unknown_key_is_logged_and_retried_not_fatal() {
         &["gw-1"],
         &[],
     );
-    agent.wait_log("401", Duration::from_secs(10));
+    // Refused, and refused again: it retries instead of giving up.
+    wait_until_blocking(Duration::from_secs(15), "two refused attempts", || {
+        agent.log().matches("401").count() >= 2
+    });
     assert!(agent.is_running(), "log:\n{}", agent.log());
 }
 
@@ -55,7 +58,25 @@ async fn the_newer_agent_wins_and_the_older_logs_why() {
     wait_connected(&f.admin, "gw-1", true, Duration::from_secs(15)).await;
     let _new = Agent::start(&f.url(), &f.key, &["gw-1"], &[]);
     old.wait_log("REPLACED", Duration::from_secs(15));
-    // Both stay up; the Thing stays connected and answers.
+    // The older agent does not take the Thing back: the serving connection stays the newer one.
+    let serving = || async {
+        let r = f
+            .admin
+            .call(
+                "Subsystems",
+                "ConnectionServicesSubsystem",
+                "GetConnectedThings",
+                json!({}),
+            )
+            .await
+            .ok();
+        r.row()["result"][0]["connection"].clone()
+    };
+    let first = serving().await;
+    let stable_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < stable_until {
+        assert_eq!(serving().await, first, "the Thing changed hands again");
+    }
     f.admin.call("Things", "gw-1", "Ping", json!({})).await.ok();
 }
 

@@ -140,6 +140,26 @@ async fn the_upgrade_refuses_bad_credentials_and_subprotocols() {
         .unwrap();
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.body.contains("expired"), "{}", r.body);
+    // A browser's session cookie is not a credential here, and nothing with an Origin gets in.
+    let (_, cookie) = f.admin.login().await;
+    let cookie = format!("thingport_session={}", cookie.expect("a session cookie"));
+    let r =
+        ControlClient::connect_with_headers(addr, None, &[SUBPROTOCOL_V1], &[("cookie", &cookie)])
+            .await
+            .err()
+            .unwrap();
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = ControlClient::connect_with_headers(
+        addr,
+        Some(&f.key),
+        &[SUBPROTOCOL_V1],
+        &[("origin", "https://evil.example")],
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("Origin"), "{}", r.body);
     let r = ControlClient::connect_with(addr, Some(&f.key), &[])
         .await
         .err()
@@ -402,4 +422,79 @@ async fn a_flood_of_binds_is_bounded_and_the_server_stays_responsive() {
         r.row()["result"].as_array().map(Vec::len) == Some(50)
     })
     .await;
+}
+
+#[tokio::test]
+async fn one_way_messages_arrive_and_oversized_ones_are_refused() {
+    let f = fleet(&["pump-1"]).await;
+    let mut c = ControlClient::greeted(f.server.addr(), &f.key).await;
+    assert!(matches!(
+        c.bind("pump-1").await,
+        PlatformMessage::Bound { .. }
+    ));
+    let send = |body: serde_json::Value| {
+        let admin = f.admin.clone();
+        async move {
+            admin
+                .call(
+                    "Subsystems",
+                    "ConnectionServicesSubsystem",
+                    "SendMessage",
+                    json!({"thingName": "pump-1", "name": "config", "body": body}),
+                )
+                .await
+        }
+    };
+    send(json!({"level": 3})).await.ok();
+    match c.recv().await {
+        Ok(PlatformMessage::Message { thing, name, body }) => {
+            assert_eq!((thing.as_str(), name.as_str()), ("pump-1", "config"));
+            assert_eq!(body, json!({"level": 3}));
+        }
+        other => panic!("expected a message, got {other:?}"),
+    }
+    send(json!({"blob": "x".repeat(70 * 1024)}))
+        .await
+        .expect_error(400, "at most 65536 bytes");
+    // An unanswered request fails at its deadline with 503.
+    f.admin
+        .call(
+            "Subsystems",
+            "ConnectionServicesSubsystem",
+            "SendMessage",
+            json!({"thingName": "pump-1", "name": "slow", "waitForReply": true, "timeoutMs": 300}),
+        )
+        .await
+        .expect_error(503, "did not answer");
+}
+
+#[tokio::test]
+async fn deleting_the_extension_closes_its_channels_and_clears_is_connected() {
+    let f = fleet(&["pump-1"]).await;
+    let mut c = ControlClient::greeted(f.server.addr(), &f.key).await;
+    assert!(matches!(
+        c.bind("pump-1").await,
+        PlatformMessage::Bound { .. }
+    ));
+    wait_connected(&f.admin, "pump-1", true, Duration::from_secs(5)).await;
+    f.admin
+        .call(
+            "Subsystems",
+            "PlatformSubsystem",
+            "DeleteExtensionPackage",
+            json!({"packageName": "ConnectionServicesExtension"}),
+        )
+        .await
+        .ok();
+    match c.recv().await {
+        Err(Ended::Closed(code, _)) => assert_eq!(code, 1012),
+        other => panic!("expected close 1012, got {other:?}"),
+    }
+    wait_connected(&f.admin, "pump-1", false, Duration::from_secs(5)).await;
+    // No extension serves the route any more.
+    let r = ControlClient::connect_with(f.server.addr(), Some(&f.key), &[SUBPROTOCOL_V1])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(r.status, 404, "{}", r.body);
 }

@@ -199,4 +199,12 @@ impl Extension for ConnectionServices {
     }
 }
 
+impl Drop for ConnectionServices {
+    /// The instance is destroyed after its last connection closed (package deleted or upgraded):
+    /// write the disconnects its timer would have written.
+    fn drop(&mut self) {
+        self.registry.flush_final();
+    }
+}
+
 thingport_sdk::export_extension!(ConnectionServices);

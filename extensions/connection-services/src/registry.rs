@@ -183,6 +183,8 @@ impl Registry {
     }
 
     fn protocol_error(&self, connection: u64, code: &str, message: String) {
+        // A decode error can quote the peer's input: keep it short.
+        let message = clip(&message, 200);
         let too_many = {
             let mut b = lock(&self.bindings);
             match b.conns.get_mut(&connection) {
@@ -478,7 +480,7 @@ impl Registry {
                     thing: thing.clone(),
                     code: codes::REPLACED.into(),
                     reason: format!(
-                        "another agent connection (user '{user}') bound Thing '{thing}'; the newest connection wins"
+                        "another agent connection bound Thing '{thing}'; the newest connection wins"
                     ),
                 },
             );
@@ -557,7 +559,7 @@ impl Registry {
             .cloned()
             .collect();
         for w in waiters {
-            *lock(&w.answer) = Some(Err(ErrorInfo::new(codes::UNAVAILABLE, why)));
+            lock(&w.answer).get_or_insert(Err(ErrorInfo::new(codes::UNAVAILABLE, why)));
             w.ready.notify_all();
         }
     }
@@ -575,7 +577,7 @@ impl Registry {
             (Some(v), None) => Ok(v),
             (None, None) => Ok(Value::Null),
         };
-        *lock(&w.answer) = Some(answer);
+        lock(&w.answer).get_or_insert(answer);
         w.ready.notify_all();
     }
 
@@ -606,8 +608,22 @@ impl Registry {
 
     /// Sends a request to a bound Thing and waits for its answer until `timeout`.
     pub fn request(&self, e: Egress, timeout: Duration) -> Result<Value, Error> {
-        let connection = self.serving(&e.thing)?;
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let text = fits(encode(&PlatformMessage::Request {
+            id,
+            thing: e.thing.clone(),
+            name: e.name.clone(),
+            body: e.body,
+        }))?;
+        // Resolve the connection, register the waiter and queue the request under the bindings
+        // lock: a rebind or unbind cannot slip in between and strand the waiter.
+        let bindings = lock(&self.bindings);
+        let connection = bindings.things.get(&e.thing).copied().ok_or_else(|| {
+            Error::unavailable(format!(
+                "Thing '{}' is not connected: no agent has bound it",
+                e.thing
+            ))
+        })?;
         let waiter = Arc::new(Waiter {
             connection,
             thing: e.thing.clone(),
@@ -624,15 +640,10 @@ impl Registry {
             waiting.insert(id, waiter.clone());
         }
         let _cleanup = Forget { registry: self, id };
-        let text = fits(encode(&PlatformMessage::Request {
-            id,
-            thing: e.thing.clone(),
-            name: e.name.clone(),
-            body: e.body,
-        }))?;
         self.host.send(connection, text).map_err(|err| {
             Error::unavailable(format!("cannot reach Thing '{}': {err}", e.thing))
         })?;
+        drop(bindings);
         let answer = lock(&waiter.answer);
         let (mut answer, timed_out) = waiter
             .ready
@@ -748,8 +759,16 @@ impl Registry {
         }
         // One Thing (deleted or disabled meanwhile) failed the batch: write the others one by one.
         for u in updates {
-            if let Err(e) = self.host.set_properties(&u.thing, u.values) {
-                self.gone(&u.thing, &e);
+            match self.host.set_properties(&u.thing, u.values) {
+                Ok(()) => {}
+                // Deleted (404) or disabled (409): the Thing cannot be served any more.
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Conflict) => {
+                    self.gone(&u.thing, &e)
+                }
+                Err(e) => self.host.warn(format_args!(
+                    "could not write the connection state of Thing '{}': {e}",
+                    u.thing
+                )),
             }
         }
     }

@@ -18,7 +18,7 @@
 //! Compatibility: within version 1, new optional fields and new message types may appear. A peer
 //! ignores fields it does not know; an agent answers a request whose `name` it does not know with
 //! the error code [`codes::UNKNOWN_REQUEST`]; the platform answers an unknown agent message type with
-//! [`PlatformMessage::Error`] (code [`codes::MALFORMED`]) and keeps the connection open. Anything
+//! [`PlatformMessage::Error`] (code [`codes::UNSUPPORTED`]) and keeps the connection open. Anything
 //! else needs a new subprotocol (`thingport.v2`), offered alongside v1 for a transition.
 
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ pub mod codes {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum AgentMessage {
     /// The first message of a connection. `agent` is a free-form product name and version for
-    /// the platform's logs (at most 200 characters).
+    /// the platform's logs (the platform keeps at most 200 bytes).
     #[serde(rename_all = "camelCase")]
     Hello { agent: String },
     /// Asks to serve the Thing `thing`. `id` is chosen by the agent and echoed in the answer.

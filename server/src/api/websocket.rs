@@ -8,7 +8,7 @@
 use super::auth::Caller;
 use super::AppState;
 use crate::error::ApiError;
-use crate::extensions::connections::READ_BUFFER;
+use crate::extensions::connections::{MAX_CONNECTIONS, READ_BUFFER};
 use crate::extensions::registry::RouteRefusal;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, State};
@@ -29,6 +29,21 @@ pub async fn upgrade(State(s): State<AppState>, mut parts: Parts) -> Response {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
+        )
+        .into_response();
+    }
+    if ext.connections().count() >= MAX_CONNECTIONS {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the server holds {MAX_CONNECTIONS} WebSocket connections, its limit: try again later"),
+        )
+        .into_response();
+    }
+    // Devices send no Origin; a browser always does. Refusing it stops a web page from opening a
+    // control channel with credentials the browser holds (cached Basic credentials included).
+    if parts.headers.contains_key(header::ORIGIN) {
+        return ApiError::forbidden(
+            "cross-origin WebSocket upgrades are refused: the control channel is for devices, which send no Origin header",
         )
         .into_response();
     }

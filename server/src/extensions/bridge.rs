@@ -196,7 +196,8 @@ impl HostServices for PlatformBridge {
                 let kind = kind_of(&entity_kind)?;
                 let who = p.principal(&user);
                 let m = p.model();
-                if !m.users.contains_key(&user) {
+                // A user that does not exist or is disabled holds no permission.
+                if !m.users.get(&user).is_some_and(|u| u.enabled) {
                     return Ok(Value::Bool(false));
                 }
                 let allowed = if perm == "Visible" {

@@ -30,6 +30,11 @@ pub const READ_BUFFER: usize = 4 * 1024;
 const MAX_REASON: usize = 120;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one write may wait for the peer to read: past it the peer is treated as gone (a
+/// peer that stops reading must not stall its connection's timers, closes and shutdown).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; upgrades beyond it are answered 503.
+pub const MAX_CONNECTIONS: usize = 100_000;
 
 /// Where a connection is served: the extension's instance and its library load.
 #[derive(Clone)]
@@ -163,7 +168,8 @@ impl Connections {
 
     /// Starts closing every connection with status 1001 ("going away"); new upgrades are refused.
     pub fn begin_shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        // `send_replace`: the value must stick even when no connection is subscribed yet.
+        self.shutdown.send_replace(true);
     }
 
     /// Closes every connection with status 1001 ("going away") and waits up to `timeout` for
@@ -247,17 +253,22 @@ impl Connections {
                 }
                 out = rx.recv() => {
                     let Some(text) = out else { continue };
-                    if let Err(e) = sink.send(Message::Text(text)).await {
-                        break (None, format!("sending failed: {e}"));
+                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(text))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break (None, format!("sending failed: {e}")),
+                        Err(_) => break (None, format!("the peer read nothing for {} s", SEND_TIMEOUT.as_secs())),
                     }
                 }
                 _ = ping.tick() => {
-                    if let Err(e) = sink.send(Message::Ping(Default::default())).await {
-                        break (None, format!("sending a ping failed: {e}"));
+                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break (None, format!("sending a ping failed: {e}")),
+                        Err(_) => break (None, format!("the peer read nothing for {} s", SEND_TIMEOUT.as_secs())),
                     }
                 }
                 _ = &mut idle => {
-                    break (Some((1001, "no traffic: link considered dead".into())),
+                    // A dead link answers nothing: no close handshake to wait for.
+                    break (None,
                         format!("nothing received for {} ms: the link is dead", idle_after.as_millis()));
                 }
                 _ = &mut hello, if !heard => {
@@ -315,8 +326,12 @@ impl Connections {
                     }
                 }
                 let _ = sink.send(close_frame(code, &why)).await;
-                // Wait for the peer's close (or anything else) briefly, for a clean handshake.
-                let _ = stream.next().await;
+                // Wait briefly for the peer's close, for a clean handshake.
+                while let Some(Ok(m)) = stream.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
             })
             .await;
         }
