@@ -283,7 +283,10 @@ mod tests {
         let mut out = Vec::new();
         write_frame(&mut out, Kind::Data, 7, b"hello");
         let f = Frame::parse(&out).unwrap();
-        assert_eq!((f.kind, f.stream, f.payload), (Kind::Data, 7, &b"hello"[..]));
+        assert_eq!(
+            (f.kind, f.stream, f.payload),
+            (Kind::Data, 7, &b"hello"[..])
+        );
         let c = credit_frame(9, 65_536);
         let f = Frame::parse(&c).unwrap();
         assert_eq!((f.kind, f.stream, f.credit()), (Kind::Credit, 9, 65_536));
@@ -327,10 +330,7 @@ mod tests {
         let key = b"0123456789abcdef0123456789abcdef";
         let token = sign(&grant(2_000), key);
         assert_eq!(verify(&token, key, 1_000).unwrap(), grant(2_000));
-        assert_eq!(
-            verify(&token, key, 2_000),
-            Err(CredentialError::Expired)
-        );
+        assert_eq!(verify(&token, key, 2_000), Err(CredentialError::Expired));
         assert_eq!(
             verify(&token, b"another key", 1_000),
             Err(CredentialError::BadSignature)
