@@ -131,7 +131,11 @@ pub fn apply(m: &mut Model, w: &Write) -> Result<(), serde_json::Error> {
                 t.values.clear();
             }
         }
-        Write::Audit { .. } | Write::PutPackage { .. } | Write::DeletePackage { .. } => {}
+        Write::Audit { .. }
+        | Write::PutPackage { .. }
+        | Write::DeletePackage { .. }
+        | Write::PutRecord { .. }
+        | Write::DeleteRecord { .. } => {}
     }
     Ok(())
 }

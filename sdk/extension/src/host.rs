@@ -11,7 +11,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use thingport_extension_abi as abi;
 
-use crate::protocol::{BaseType, HostRequest, InfoTable, PropertyUpdate, ThingInfo};
+use crate::protocol::{
+    AuditEntry, BaseType, HostRequest, InfoTable, PropertyUpdate, Record, ThingInfo,
+};
 use crate::Error;
 
 /// Severity of a log line; the host records it in its `tracing` under the extension's name.
@@ -234,6 +236,67 @@ impl Host {
         Ok(())
     }
 
+    /// Writes (inserts or replaces) one of this extension's records, with an optional audit
+    /// entry `(category, entity, message)` in the same transaction (ABI 1.3). Records survive
+    /// restarts and upgrades and are deleted with the package.
+    pub fn record_put(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Value,
+        audit: Option<(&str, &str, &str)>,
+    ) -> Result<(), Error> {
+        self.backend.host_call(&HostRequest::RecordPut {
+            collection: collection.into(),
+            key: key.into(),
+            value,
+            audit: audit.map(audit_entry),
+        })?;
+        Ok(())
+    }
+
+    /// One record's value (`None` when there is none).
+    pub fn record_get(&self, collection: &str, key: &str) -> Result<Option<Value>, Error> {
+        let v = self.backend.host_call(&HostRequest::RecordGet {
+            collection: collection.into(),
+            key: key.into(),
+        })?;
+        Ok((!v.is_null()).then_some(v))
+    }
+
+    /// Records of a collection in key order: keys starting with `prefix`, after `after`
+    /// (exclusive; pass the last key of a page to get the next), at most `limit` (1..1000).
+    pub fn record_query(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Record>, Error> {
+        let response = self.backend.host_call(&HostRequest::RecordQuery {
+            collection: collection.into(),
+            prefix: prefix.into(),
+            after: after.into(),
+            limit,
+        })?;
+        decode(response, "RecordQuery")
+    }
+
+    /// Deletes one record (no error when there is none), with an optional audit entry.
+    pub fn record_delete(
+        &self,
+        collection: &str,
+        key: &str,
+        audit: Option<(&str, &str, &str)>,
+    ) -> Result<(), Error> {
+        self.backend.host_call(&HostRequest::RecordDelete {
+            collection: collection.into(),
+            key: key.into(),
+            audit: audit.map(audit_entry),
+        })?;
+        Ok(())
+    }
+
     /// Sends a log line to the host, which records it under the extension's name.
     pub fn log(&self, level: Level, message: impl fmt::Display) {
         self.backend.log(level, "", &message.to_string());
@@ -284,6 +347,14 @@ impl InfoTable {
     /// service without one).
     pub fn result(&self) -> Option<&Value> {
         self.rows.first()?.get("result")
+    }
+}
+
+fn audit_entry((category, entity, message): (&str, &str, &str)) -> AuditEntry {
+    AuditEntry {
+        category: category.into(),
+        entity: entity.into(),
+        message: message.into(),
     }
 }
 

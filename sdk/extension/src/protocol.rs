@@ -418,6 +418,55 @@ pub enum HostRequest {
     /// Result: `null`.
     #[serde(rename_all = "camelCase")]
     SetPropertiesBatch { updates: Vec<PropertyUpdate> },
+    /// Writes (inserts or replaces) one of the extension's records (ABI 1.3), with an optional
+    /// audit entry in the same transaction. Records belong to the package: kept across
+    /// upgrades, deleted with it. Result: `null`.
+    #[serde(rename_all = "camelCase")]
+    RecordPut {
+        collection: String,
+        key: String,
+        value: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audit: Option<AuditEntry>,
+    },
+    /// One record's value, `null` when there is none (ABI 1.3).
+    #[serde(rename_all = "camelCase")]
+    RecordGet { collection: String, key: String },
+    /// Records of a collection in key order (ABI 1.3): keys starting with `prefix`, after
+    /// `after` (exclusive, for paging), at most `limit` (1..1000). Result: `[{key, value}]`.
+    #[serde(rename_all = "camelCase")]
+    RecordQuery {
+        collection: String,
+        #[serde(default)]
+        prefix: String,
+        #[serde(default)]
+        after: String,
+        limit: u32,
+    },
+    /// Deletes one record (no error when there is none), with an optional audit entry (ABI 1.3).
+    #[serde(rename_all = "camelCase")]
+    RecordDelete {
+        collection: String,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audit: Option<AuditEntry>,
+    },
+}
+
+/// An audit entry written with a record change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub category: String,
+    pub entity: String,
+    pub message: String,
+}
+
+/// One row of [`HostRequest::RecordQuery`]'s result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub key: String,
+    pub value: Value,
 }
 
 /// One Thing's writes in [`HostRequest::SetPropertiesBatch`].

@@ -65,6 +65,8 @@ struct State {
     denied: Mutex<Vec<(String, String, String)>>,
     /// Disabled Things.
     disabled: Mutex<Vec<String>>,
+    /// Records: (collection, key) → value, in key order.
+    records: Mutex<BTreeMap<(String, String), Value>>,
     /// The C table over this state, built on the first `instantiate` (and leaked, as the ABI
     /// wants host tables to live as long as the process).
     table: OnceLock<&'static HostApi>,
@@ -298,6 +300,60 @@ impl FakeHost {
                     .iter()
                     .any(|(u, e, p)| u == user && e == entity && p == perm);
                 Ok(Value::Bool(!denied))
+            }
+            HostRequest::RecordPut {
+                collection,
+                key,
+                value,
+                audit,
+            } => {
+                lock(&self.state.records).insert((collection.clone(), key.clone()), value.clone());
+                if let Some(a) = audit {
+                    lock(&self.state.audit).push(AuditEntry {
+                        category: a.category.clone(),
+                        entity: a.entity.clone(),
+                        message: a.message.clone(),
+                    });
+                }
+                Ok(Value::Null)
+            }
+            HostRequest::RecordDelete {
+                collection,
+                key,
+                audit,
+            } => {
+                lock(&self.state.records).remove(&(collection.clone(), key.clone()));
+                if let Some(a) = audit {
+                    lock(&self.state.audit).push(AuditEntry {
+                        category: a.category.clone(),
+                        entity: a.entity.clone(),
+                        message: a.message.clone(),
+                    });
+                }
+                Ok(Value::Null)
+            }
+            HostRequest::RecordGet { collection, key } => Ok(lock(&self.state.records)
+                .get(&(collection.clone(), key.clone()))
+                .cloned()
+                .unwrap_or(Value::Null)),
+            HostRequest::RecordQuery {
+                collection,
+                prefix,
+                after,
+                limit,
+            } => {
+                let records = lock(&self.state.records);
+                let rows: Vec<Value> = records
+                    .iter()
+                    .filter(|((c, k), _)| {
+                        c == collection
+                            && k.starts_with(prefix.as_str())
+                            && k.as_str() > after.as_str()
+                    })
+                    .take(*limit as usize)
+                    .map(|((_, k), v)| serde_json::json!({"key": k, "value": v}))
+                    .collect();
+                Ok(Value::Array(rows))
             }
             HostRequest::SetPropertiesBatch { updates } => {
                 let mut things = lock(&self.state.things);

@@ -51,6 +51,67 @@ pub fn error_body(e: &ApiError) -> ErrorBody {
     }
 }
 
+/// The largest record value (its JSON text).
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+
+fn bad(error: String) -> ErrorBody {
+    ErrorBody {
+        error,
+        kind: ErrorKind::BadRequest,
+    }
+}
+
+/// Collections are names (1..64 of `A-Za-z0-9_.-`); keys are 1..256 bytes (empty allowed only
+/// where `key` is not used).
+fn check_record(collection: &str, key: &str) -> Result<(), ErrorBody> {
+    let named = !collection.is_empty()
+        && collection.len() <= 64
+        && collection
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !named {
+        return Err(bad(format!(
+            "a record collection is 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-', not '{}'",
+            crate::model::names::printable(collection)
+        )));
+    }
+    if key.len() > 256 {
+        return Err(bad("a record key has at most 256 bytes".into()));
+    }
+    Ok(())
+}
+
+fn audit_write(
+    extension: &str,
+    audit: Option<thingport_sdk::protocol::AuditEntry>,
+) -> Result<Option<Write>, ErrorBody> {
+    let Some(a) = audit else { return Ok(None) };
+    let category = Category::parse(&a.category)
+        .ok_or_else(|| bad(format!("unknown audit category '{}'", a.category)))?;
+    Ok(Some(Write::Audit {
+        principal: format!("extension:{extension}"),
+        category,
+        entity: a.entity,
+        message: a.message,
+        source_ip: "local".into(),
+    }))
+}
+
+impl PlatformBridge {
+    /// Writes record changes (and their audit entry) in one transaction.
+    fn apply(&self, p: &Platform, writes: &[Write]) -> Result<Value, ErrorBody> {
+        self.runtime
+            .block_on(p.store().apply(writes))
+            .map_err(|e| {
+                error_body(&ApiError::internal(
+                    "writing an extension record failed",
+                    &e,
+                ))
+            })?;
+        Ok(Value::Null)
+    }
+}
+
 fn no_extensions() -> ErrorBody {
     ErrorBody {
         error: "the extension system is not running".into(),
@@ -222,6 +283,77 @@ impl HostServices for PlatformBridge {
                     .block_on(things::write_properties_batch(&p, &ctx, updates))
                     .map_err(api)?;
                 Ok(Value::Null)
+            }
+            HostRequest::RecordPut {
+                collection,
+                key,
+                value,
+                audit,
+            } => {
+                check_record(&collection, &key)?;
+                let size = value.to_string().len();
+                if size > MAX_RECORD_BYTES {
+                    return Err(bad(format!(
+                        "a record holds at most {MAX_RECORD_BYTES} bytes of JSON, not {size}"
+                    )));
+                }
+                let mut writes = vec![Write::PutRecord {
+                    package: extension.to_string(),
+                    collection,
+                    key,
+                    value,
+                }];
+                writes.extend(audit_write(extension, audit)?);
+                self.apply(&p, &writes)
+            }
+            HostRequest::RecordDelete {
+                collection,
+                key,
+                audit,
+            } => {
+                check_record(&collection, &key)?;
+                let mut writes = vec![Write::DeleteRecord {
+                    package: extension.to_string(),
+                    collection,
+                    key,
+                }];
+                writes.extend(audit_write(extension, audit)?);
+                self.apply(&p, &writes)
+            }
+            HostRequest::RecordGet { collection, key } => {
+                check_record(&collection, &key)?;
+                let v = self
+                    .runtime
+                    .block_on(p.store().record(extension, &collection, &key))
+                    .map_err(|e| {
+                        api(ApiError::internal("reading an extension record failed", &e))
+                    })?;
+                Ok(v.unwrap_or(Value::Null))
+            }
+            HostRequest::RecordQuery {
+                collection,
+                prefix,
+                after,
+                limit,
+            } => {
+                check_record(&collection, "")?;
+                if !(1..=1000).contains(&limit) {
+                    return Err(bad(format!(
+                        "limit must be between 1 and 1000, not {limit}"
+                    )));
+                }
+                let rows = self
+                    .runtime
+                    .block_on(
+                        p.store()
+                            .records(extension, &collection, &prefix, &after, limit),
+                    )
+                    .map_err(|e| api(ApiError::internal("reading extension records failed", &e)))?;
+                Ok(Value::Array(
+                    rows.into_iter()
+                        .map(|(key, value)| serde_json::json!({"key": key, "value": value}))
+                        .collect(),
+                ))
             }
             HostRequest::ThingsOfTemplate { template } => {
                 let m = p.model();

@@ -81,8 +81,21 @@ pub enum Write {
         sha256: String,
         installed_by: String,
     },
+    /// Deletes a package's record and its extension records.
     DeletePackage {
         name: String,
+    },
+    /// Writes (inserts or replaces) one extension record.
+    PutRecord {
+        package: String,
+        collection: String,
+        key: String,
+        value: Value,
+    },
+    DeleteRecord {
+        package: String,
+        collection: String,
+        key: String,
     },
 }
 
@@ -103,6 +116,17 @@ impl Write {
             } => format!("audit {category} {entity}"),
             Write::PutPackage { name, version, .. } => format!("put package {name} {version}"),
             Write::DeletePackage { name } => format!("delete package {name}"),
+            Write::PutRecord {
+                package,
+                collection,
+                key,
+                ..
+            } => format!("put record {package}/{collection}/{key}"),
+            Write::DeleteRecord {
+                package,
+                collection,
+                key,
+            } => format!("delete record {package}/{collection}/{key}"),
         }
     }
 }
@@ -289,10 +313,44 @@ impl Store {
                     .await?;
                 }
                 Write::DeletePackage { name } => {
-                    sqlx::query("DELETE FROM extension_packages WHERE name = $1")
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await?;
+                    for sql in [
+                        "DELETE FROM extension_packages WHERE name = $1",
+                        "DELETE FROM extension_records WHERE package = $1",
+                    ] {
+                        sqlx::query(sql).bind(name).execute(&mut *tx).await?;
+                    }
+                }
+                Write::PutRecord {
+                    package,
+                    collection,
+                    key,
+                    value,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO extension_records (package, collection, key, value, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (package, collection, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    )
+                    .bind(package)
+                    .bind(collection)
+                    .bind(key)
+                    .bind(value.to_string())
+                    .bind(ts)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeleteRecord {
+                    package,
+                    collection,
+                    key,
+                } => {
+                    sqlx::query(
+                        "DELETE FROM extension_records WHERE package = $1 AND collection = $2 AND key = $3",
+                    )
+                    .bind(package)
+                    .bind(collection)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 Write::Audit {
                     principal,
@@ -317,6 +375,63 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// One extension record's value.
+    pub async fn record(
+        &self,
+        package: &str,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let row = sqlx::query(
+            "SELECT value FROM extension_records WHERE package = $1 AND collection = $2 AND key = $3",
+        )
+        .bind(package)
+        .bind(collection)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => {
+                let text: String = r.try_get(0)?;
+                Ok(Some(serde_json::from_str(&text).unwrap_or(Value::Null)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Extension records of a collection in key order: keys starting with `prefix`, after
+    /// `after` (exclusive; for paging), at most `limit`.
+    pub async fn records(
+        &self,
+        package: &str,
+        collection: &str,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, Value)>, StoreError> {
+        // `key >= prefix AND key < prefix + U+10FFFF`: a prefix range without LIKE escaping.
+        let upper = format!("{prefix}\u{10FFFF}");
+        let rows = sqlx::query(
+            "SELECT key, value FROM extension_records WHERE package = $1 AND collection = $2 \
+             AND key >= $3 AND key < $4 AND key > $5 ORDER BY key LIMIT $6",
+        )
+        .bind(package)
+        .bind(collection)
+        .bind(prefix)
+        .bind(upper)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let key: String = r.try_get(0)?;
+                let text: String = r.try_get(1)?;
+                Ok((key, serde_json::from_str(&text).unwrap_or(Value::Null)))
+            })
+            .collect()
     }
 
     /// Installed extension packages: (name, version, package sha256), in installation order.
