@@ -1,0 +1,257 @@
+//! Admission: the checks on a WebSocket upgrade request, run inside the handshake before the
+//! `101` is sent, so every refusal is a plain HTTP error with a short JSON body. Tokens never
+//! reach a log line or a response.
+
+use crate::relay::{Relay, RelayPhase};
+use crate::table::{Ends, ReserveError, Session};
+use crate::Role;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thingport_protocol::tunnel::{self, CredentialError};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
+
+/// An upgrade refused before it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        message: message.into(),
+    }
+}
+
+impl Refusal {
+    /// The HTTP answer: `{"error": "..."}`, and the connection closes.
+    pub fn response(&self) -> ErrorResponse {
+        let body = serde_json::json!({ "error": self.message }).to_string();
+        let mut response = Response::builder()
+            .status(self.status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, body.len())
+            .header(header::CONNECTION, "close");
+        if self.status == StatusCode::UNAUTHORIZED {
+            response = response.header(header::WWW_AUTHENTICATE, "Bearer");
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response = response.header(header::RETRY_AFTER, "5");
+        }
+        match response.body(Some(body)) {
+            Ok(r) => r,
+            // Unreachable (every header above is valid), but never panic in a handshake.
+            Err(_) => {
+                let mut r = ErrorResponse::new(None);
+                *r.status_mut() = self.status;
+                r
+            }
+        }
+    }
+}
+
+/// A side admitted by its credential. It holds its role's reservation (and the session's queue
+/// ends for it) until it attaches; dropped before that, it gives the reservation back.
+pub(crate) struct Admission {
+    relay: Arc<Relay>,
+    pub session: Arc<Session>,
+    pub role: Role,
+    ends: Option<Ends>,
+    /// The latest moment to wait for the other side: the pairing timeout or the grant's expiry.
+    pub wait_until: Instant,
+}
+
+impl Admission {
+    /// Takes the queue ends out (the side attached).
+    pub fn take_ends(&mut self) -> Option<Ends> {
+        self.ends.take()
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(ends) = self.ends.take() {
+            self.relay.release(&self.session, self.role, ends);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, as grants count them.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().try_into().unwrap_or(i64::MAX))
+}
+
+/// Runs every check on an upgrade request, in the order that leaks least: path, size,
+/// subprotocol, service state, credential, GAS name, nonce, role.
+pub(crate) fn admit(relay: &Arc<Relay>, req: &Request) -> Result<Admission, Refusal> {
+    if req.uri().path() != tunnel::PATH {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("not found: tunnels are served on {}", tunnel::PATH),
+        ));
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > relay.config.max_header_bytes {
+        return Err(refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request headers exceed {} bytes",
+                relay.config.max_header_bytes
+            ),
+        ));
+    }
+    if !offers_subprotocol(req) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the WebSocket subprotocol {} must be offered",
+                tunnel::SUBPROTOCOL_V1
+            ),
+        ));
+    }
+    if *relay.state.borrow() != RelayPhase::Running {
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "GAS shutting down"));
+    }
+    let Some(key) = relay.keys.key() else {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this GAS is not registered with the platform yet; retry later",
+        ));
+    };
+    let token = bearer(req).ok_or_else(|| {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            "a tunnel credential is required (Authorization: Bearer)",
+        )
+    })?;
+    let now = now_ms();
+    let grant = tunnel::verify(token, &key, now).map_err(|e| {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            match e {
+                CredentialError::Malformed => "the tunnel credential is malformed",
+                CredentialError::BadSignature => "the tunnel credential's signature is not valid",
+                CredentialError::Expired => "the tunnel credential has expired",
+            },
+        )
+    })?;
+    if grant.gas != relay.keys.name() {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "the tunnel credential is for another GAS",
+        ));
+    }
+    let reserved = relay.table().reserve(
+        &grant.session,
+        grant.role,
+        &grant.nonce,
+        grant.exp,
+        now,
+        relay.config.queue,
+    );
+    let (session, ends) = reserved.map_err(|e| match e {
+        ReserveError::Replayed => refuse(
+            StatusCode::UNAUTHORIZED,
+            "the tunnel credential was already used",
+        ),
+        ReserveError::RoleTaken => refuse(
+            StatusCode::CONFLICT,
+            format!(
+                "the {} side of this session is already attached",
+                crate::role_name(grant.role)
+            ),
+        ),
+        ReserveError::TooManyNonces => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many tunnel credentials in use; retry later",
+        ),
+        ReserveError::Closing => refuse(StatusCode::SERVICE_UNAVAILABLE, "GAS shutting down"),
+    })?;
+    let left = Duration::from_millis(u64::try_from(grant.exp - now).unwrap_or(0));
+    Ok(Admission {
+        relay: relay.clone(),
+        session,
+        role: grant.role,
+        ends: Some(ends),
+        wait_until: Instant::now() + left.min(relay.config.pairing_timeout),
+    })
+}
+
+/// Whether `Sec-WebSocket-Protocol` (one header or several, comma-separated) offers ours.
+fn offers_subprotocol(req: &Request) -> bool {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == tunnel::SUBPROTOCOL_V1)
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme is case-insensitive).
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Adds our subprotocol to the `101` answer.
+pub(crate) fn accept_response(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(tunnel::SUBPROTOCOL_V1),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut b = Request::builder().uri("/tunnel");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn bearer_and_subprotocol_parsing() {
+        let r = request(&[
+            ("authorization", "bearer  abc "),
+            ("sec-websocket-protocol", "other, thingport-tunnel.v1"),
+        ]);
+        assert_eq!(bearer(&r), Some("abc"));
+        assert!(offers_subprotocol(&r));
+        let r = request(&[
+            ("authorization", "Basic abc"),
+            ("sec-websocket-protocol", "thingport-tunnel.v2"),
+        ]);
+        assert_eq!(bearer(&r), None);
+        assert!(!offers_subprotocol(&r));
+        assert_eq!(bearer(&request(&[("authorization", "Bearer ")])), None);
+    }
+
+    #[test]
+    fn refusals_are_json_with_a_length() {
+        let r = refuse(StatusCode::CONFLICT, "taken \"x\"").response();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let body = r.body().clone().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "taken \"x\"");
+        assert_eq!(
+            r.headers()[header::CONTENT_LENGTH],
+            body.len().to_string().as_str()
+        );
+    }
+}
