@@ -239,18 +239,29 @@ impl std::error::Error for CredentialError {}
 
 /// The longest credential accepted (a token is about 250 bytes).
 pub const MAX_CREDENTIAL: usize = 2048;
+/// The longest lifetime a grant may claim: a GAS keeps each nonce until its grant expires, so a
+/// far-future `exp` would pin memory. The platform issues grants for 60 s.
+pub const MAX_GRANT_LIFETIME_MS: i64 = 10 * 60 * 1000;
+/// Clock difference between the platform and a GAS tolerated at expiry checks (keep clocks in
+/// sync with NTP; this only absorbs small drift).
+pub const CLOCK_SKEW_MS: i64 = 5_000;
+/// The longest `session` and `nonce` accepted (they key the GAS's tables).
+pub const MAX_ID_LEN: usize = 128;
 
 /// Signs a grant with the GAS's key: `v1.<base64url(JSON)>.<base64url(HMAC-SHA256)>`.
 pub fn sign(grant: &Grant, key: &[u8]) -> String {
-    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(grant).unwrap_or_default());
+    let json = serde_json::to_vec(grant).expect("a grant of strings and integers always encodes");
+    let body = URL_SAFE_NO_PAD.encode(json);
     let signed = format!("v1.{body}");
     let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
     let tag = ring::hmac::sign(&k, signed.as_bytes());
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
 }
 
-/// Checks a credential's signature (in constant time) and expiry; returns its grant. The caller
-/// still checks the role, the GAS name, and that the nonce was not used before.
+/// Checks a credential's signature (in constant time), expiry (with [`CLOCK_SKEW_MS`] of leeway),
+/// lifetime (at most [`MAX_GRANT_LIFETIME_MS`] ahead) and field sizes; returns its grant. The
+/// grant's role says which side it admits; the caller still checks the GAS name and that the
+/// nonce was not used before.
 pub fn verify(token: &str, key: &[u8], now_ms: i64) -> Result<Grant, CredentialError> {
     if token.len() > MAX_CREDENTIAL {
         return Err(CredentialError::Malformed);
@@ -268,7 +279,15 @@ pub fn verify(token: &str, key: &[u8], now_ms: i64) -> Result<Grant, CredentialE
         .decode(body)
         .map_err(|_| CredentialError::Malformed)?;
     let grant: Grant = serde_json::from_slice(&json).map_err(|_| CredentialError::Malformed)?;
-    if grant.exp <= now_ms {
+    if grant.session.is_empty()
+        || grant.session.len() > MAX_ID_LEN
+        || grant.nonce.is_empty()
+        || grant.nonce.len() > MAX_ID_LEN
+        || grant.exp > now_ms + MAX_GRANT_LIFETIME_MS + CLOCK_SKEW_MS
+    {
+        return Err(CredentialError::Malformed);
+    }
+    if grant.exp + CLOCK_SKEW_MS <= now_ms {
         return Err(CredentialError::Expired);
     }
     Ok(grant)
@@ -330,7 +349,26 @@ mod tests {
         let key = b"0123456789abcdef0123456789abcdef";
         let token = sign(&grant(2_000), key);
         assert_eq!(verify(&token, key, 1_000).unwrap(), grant(2_000));
-        assert_eq!(verify(&token, key, 2_000), Err(CredentialError::Expired));
+        // Within the clock skew it still passes; beyond it, it has expired.
+        assert!(verify(&token, key, 2_000 + CLOCK_SKEW_MS - 1).is_ok());
+        assert_eq!(
+            verify(&token, key, 2_000 + CLOCK_SKEW_MS),
+            Err(CredentialError::Expired)
+        );
+        // A grant claiming a far-future expiry is refused (it would pin the GAS's memory).
+        let far = sign(
+            &grant(1_000 + MAX_GRANT_LIFETIME_MS + CLOCK_SKEW_MS + 1),
+            key,
+        );
+        assert_eq!(verify(&far, key, 1_000), Err(CredentialError::Malformed));
+        let long = sign(
+            &Grant {
+                nonce: "n".repeat(MAX_ID_LEN + 1),
+                ..grant(2_000)
+            },
+            key,
+        );
+        assert_eq!(verify(&long, key, 1_000), Err(CredentialError::Malformed));
         assert_eq!(
             verify(&token, b"another key", 1_000),
             Err(CredentialError::BadSignature)
