@@ -304,9 +304,9 @@ impl Connection<'_> {
                 id,
                 thing,
                 name,
-                body: _,
+                body,
             } => {
-                let answer = self.answer(&thing, &name);
+                let answer = self.answer(&thing, &name, &body);
                 debug!(id, %thing, %name, ok = answer.is_ok(), "request");
                 let (result, error) = match answer {
                     Ok(result) => (Some(result), None),
@@ -326,7 +326,12 @@ impl Connection<'_> {
     }
 
     /// The answer to a request `name` for `thing`.
-    fn answer(&self, thing: &str, name: &str) -> Result<serde_json::Value, ErrorInfo> {
+    fn answer(
+        &self,
+        thing: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ErrorInfo> {
         let bound = self
             .config
             .things
@@ -346,6 +351,12 @@ impl Connection<'_> {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
                 Ok(serde_json::json!({ "agent": crate::AGENT_NAME_VERSION, "time": time }))
+            }
+            requests::START_SESSION => {
+                let (order, url) = crate::session::accept(self.config, body)?;
+                info!(session = %order.session, %thing, "remote session ordered");
+                crate::session::spawn(self.config.clone(), order, url);
+                Ok(serde_json::json!({ "accepted": true }))
             }
             other => Err(ErrorInfo::new(
                 codes::UNKNOWN_REQUEST,

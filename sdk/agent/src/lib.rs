@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 mod connection;
 pub mod proxy;
+pub mod session;
 pub mod tls;
 pub mod transport;
 pub mod url;

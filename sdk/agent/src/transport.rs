@@ -3,6 +3,7 @@
 //! subprotocol.
 
 use crate::config::AgentConfig;
+use crate::url::PlatformUrl;
 use anyhow::Context as _;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -46,12 +47,42 @@ pub fn websocket_config() -> WebSocketConfig {
         .max_frame_size(Some(control::MAX_MESSAGE_BYTES))
 }
 
+/// What to open: the URL, the headers of the upgrade, the subprotocol to insist on.
+pub struct Upgrade<'a> {
+    pub url: &'a PlatformUrl,
+    pub headers: Vec<(&'static str, HeaderValue)>,
+    pub subprotocol: &'static str,
+    pub ws_config: WebSocketConfig,
+}
+
 /// Opens the control channel; `tls` is the client configuration for `https://` platforms.
 pub async fn connect(
     config: &AgentConfig,
     tls: Option<&Arc<ClientConfig>>,
 ) -> Result<Channel, ConnectError> {
-    let url = &config.url;
+    let key = HeaderValue::from_str(config.app_key.expose())
+        .map_err(|_| anyhow::anyhow!("the application key is not a valid header value"))?;
+    open(
+        config,
+        tls,
+        Upgrade {
+            url: &config.url,
+            headers: vec![(control::APP_KEY_HEADER, key)],
+            subprotocol: control::SUBPROTOCOL_V1,
+            ws_config: websocket_config(),
+        },
+    )
+    .await
+}
+
+/// Opens a WebSocket the way the control channel is opened (through the proxy, over TLS for
+/// `https://`, with the connect and handshake timeouts): the control channel, or a GAS tunnel.
+pub async fn open(
+    config: &AgentConfig,
+    tls: Option<&Arc<ClientConfig>>,
+    up: Upgrade<'_>,
+) -> Result<Channel, ConnectError> {
+    let url = up.url;
     let (dial_host, dial_port, what) = match &config.proxy {
         Some(p) => (p.host.as_str(), p.port, format!("proxy {p}")),
         None => (url.host.as_str(), url.port, url.authority()),
@@ -69,7 +100,7 @@ pub async fn connect(
     })?
     .with_context(|| format!("cannot connect to {what}"))?;
     let _ = tcp.set_nodelay(true);
-    tokio::time::timeout(config.handshake_timeout, handshake(config, tcp, tls))
+    tokio::time::timeout(config.handshake_timeout, handshake(config, tcp, tls, up))
         .await
         .map_err(|_| {
             anyhow::anyhow!(
@@ -84,8 +115,9 @@ async fn handshake(
     config: &AgentConfig,
     mut tcp: TcpStream,
     tls: Option<&Arc<ClientConfig>>,
+    up: Upgrade<'_>,
 ) -> Result<Channel, ConnectError> {
-    let url = &config.url;
+    let url = up.url;
     if let Some(proxy) = &config.proxy {
         crate::proxy::connect(&mut tcp, proxy, &url.authority()).await?;
     }
@@ -107,12 +139,12 @@ async fn handshake(
         .into_client_request()
         .context("cannot build the WebSocket request")?;
     let headers = request.headers_mut();
-    let key = HeaderValue::from_str(config.app_key.expose())
-        .map_err(|_| anyhow::anyhow!("the application key is not a valid header value"))?;
-    headers.insert(control::APP_KEY_HEADER, key);
+    for (name, value) in up.headers {
+        headers.insert(name, value);
+    }
     headers.insert(
         "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(control::SUBPROTOCOL_V1),
+        HeaderValue::from_static(up.subprotocol),
     );
     headers.insert(
         "User-Agent",
@@ -120,17 +152,18 @@ async fn handshake(
     );
 
     let (ws, response) =
-        tokio_tungstenite::client_async_with_config(request, io, Some(websocket_config()))
+        tokio_tungstenite::client_async_with_config(request, io, Some(up.ws_config))
             .await
             .map_err(upgrade_error)?;
     let selected = response
         .headers()
         .get("Sec-WebSocket-Protocol")
         .and_then(|v| v.to_str().ok());
-    if selected != Some(control::SUBPROTOCOL_V1) {
+    if selected != Some(up.subprotocol) {
         return Err(anyhow::anyhow!(
-            "the platform selected the subprotocol {selected:?}, not {}",
-            control::SUBPROTOCOL_V1
+            "{} selected the subprotocol {selected:?}, not {}",
+            url.authority(),
+            up.subprotocol
         )
         .into());
     }

@@ -51,6 +51,12 @@ pub mod requests {
     /// Round trip to the agent: `body` is `{}`; the agent answers
     /// `{"agent": "<name/version>", "time": <ms since the Unix epoch>}`.
     pub const PING: &str = "ping";
+    /// A remote session order (issue 5, in progress): `body` is
+    /// `{"session", "gasUrl", "credential", "endpoint": {"host", "port", "name"}}`; the agent
+    /// checks the endpoint against its allow-list, answers `{"accepted": true}` or the error
+    /// `SESSION_DENIED`, then connects to the GAS (`thingport-tunnel.v1`) with the credential and
+    /// dials the endpoint for each tunnelled connection.
+    pub const START_SESSION: &str = "startSession";
 }
 
 /// Error and refusal codes, in [`PlatformMessage::BindRefused`], [`PlatformMessage::Unbound`],
@@ -84,6 +90,8 @@ pub mod codes {
     pub const FAILED: &str = "FAILED";
     /// The platform could not do it now (try again).
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// The agent refuses the session: remote access is disabled, or the endpoint is not allowed.
+    pub const SESSION_DENIED: &str = "SESSION_DENIED";
 }
 
 /// A message from the agent to the platform.
