@@ -36,23 +36,30 @@ pub fn extension_library(crate_name: &str) -> PathBuf {
 /// The `ConnectionServicesExtension` 1.0.0 package, from the workspace's build of
 /// `extensions/connection-services` and its `metadata.xml`, as `thingport ext pack` makes it.
 pub fn connection_services_package() -> Vec<u8> {
+    let lib =
+        std::fs::read(extension_library("connection_services")).expect("read extension library");
+    connection_services_package_of(&lib)
+}
+
+/// The same package around a given build of the library (the benchmark's release build).
+pub fn connection_services_package_of(lib: &[u8]) -> Vec<u8> {
     first_party_package(
+        lib,
         "connection_services",
         include_str!("../../extensions/connection-services/metadata.xml"),
     )
 }
 
-fn first_party_package(crate_name: &str, metadata_template: &str) -> Vec<u8> {
-    let lib = std::fs::read(extension_library(crate_name)).expect("read extension library");
+fn first_party_package(lib: &[u8], crate_name: &str, metadata_template: &str) -> Vec<u8> {
     let file = format!("lib/{}/lib{crate_name}.so", host_target());
     let native = format!(
         r#"<NativeLibrary file="{file}" sha256="{}" abiVersion="1"/>"#,
-        Sha256::of(&lib)
+        Sha256::of(lib)
     );
     // The template's ExtensionPackage element is self-closing: give it the NativeLibrary child.
     let metadata =
         metadata_template.replacen("/>", &format!(">\n{native}\n</ExtensionPackage>"), 1);
-    zip_of(&[("metadata.xml", metadata.as_bytes()), (&file, &lib)])
+    zip_of(&[("metadata.xml", metadata.as_bytes()), (&file, lib)])
 }
 
 /// What goes into a test package.

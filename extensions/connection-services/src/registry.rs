@@ -586,11 +586,7 @@ impl Registry {
             .things
             .get(thing)
             .copied()
-            .ok_or_else(|| {
-                Error::unavailable(format!(
-                    "Thing '{thing}' is not connected: no agent has bound it"
-                ))
-            })
+            .ok_or_else(|| not_connected(thing))
     }
 
     /// Sends a one-way message to a bound Thing.
@@ -618,12 +614,11 @@ impl Registry {
         // Resolve the connection, register the waiter and queue the request under the bindings
         // lock: a rebind or unbind cannot slip in between and strand the waiter.
         let bindings = lock(&self.bindings);
-        let connection = bindings.things.get(&e.thing).copied().ok_or_else(|| {
-            Error::unavailable(format!(
-                "Thing '{}' is not connected: no agent has bound it",
-                e.thing
-            ))
-        })?;
+        let connection = bindings
+            .things
+            .get(&e.thing)
+            .copied()
+            .ok_or_else(|| not_connected(&e.thing))?;
         let waiter = Arc::new(Waiter {
             connection,
             thing: e.thing.clone(),
@@ -833,6 +828,12 @@ impl Drop for Forget<'_> {
     fn drop(&mut self) {
         lock(&self.registry.waiting).remove(&self.id);
     }
+}
+
+fn not_connected(thing: &str) -> Error {
+    Error::unavailable(format!(
+        "Thing '{thing}' is not connected: no agent has bound it"
+    ))
 }
 
 /// Refuses a message the agent would not accept (over [`control::MAX_MESSAGE_BYTES`]).

@@ -409,16 +409,17 @@ async fn pump(shared: &Arc<Shared>, st: StreamState, local: TcpStream) -> Result
     let upstream = async {
         loop {
             let allowed = credit.take(MAX_DATA as u32).await as usize;
-            let mut frame = vec![0u8; HEADER_LEN + allowed];
-            let n = rd.read(&mut frame[HEADER_LEN..]).await?;
+            // The header first, then the payload read straight behind it (no zero-filling, no
+            // copy): the buffer becomes the message.
+            let mut frame = Vec::with_capacity(HEADER_LEN + allowed);
+            frame.extend_from_slice(&header(Kind::Data, id));
+            let n = (&mut rd).take(allowed as u64).read_buf(&mut frame).await?;
             credit.give_back((allowed - n) as u32);
             if n == 0 {
                 let mut fin = Vec::with_capacity(HEADER_LEN);
                 write_frame(&mut fin, Kind::Fin, id, &[]);
                 return shared.send(fin).await;
             }
-            frame.truncate(HEADER_LEN + n);
-            frame[..HEADER_LEN].copy_from_slice(&header(Kind::Data, id));
             shared.send(frame).await?;
         }
     };

@@ -49,7 +49,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thingport_server::extensions::package::{host_target, Sha256};
 
 /// Target: server memory per connected device, in KiB.
 pub const MEMORY_TARGET_KIB: f64 = 64.0;
@@ -342,7 +341,12 @@ pub async fn run(args: ControlArgs) -> Result<Outcome> {
         open_files.hard
     );
     let binary = server::locate(args.server_bin.as_deref())?;
-    let cse_library = locate_cse(args.cse_library.as_deref())?;
+    let cse_library = server::locate_artefact(
+        args.cse_library.as_deref(),
+        "--cse-library",
+        &server::library_file("connection_services"),
+        "cargo build --release -p connection-services",
+    )?;
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this thingport-bench is a debug build; its agents are slow. Use --release."
@@ -681,51 +685,6 @@ fn raise_open_files_limit() -> Result<FileLimit> {
     })
 }
 
-/// `libconnection_services.so` next to this executable unless given.
-fn locate_cse(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        if !p.is_file() {
-            bail!("--cse-library {} is not a file", p.display());
-        }
-        return Ok(p.to_path_buf());
-    }
-    let exe = std::env::current_exe().context("cannot find this executable's path")?;
-    let dir = exe
-        .parent()
-        .context("this executable has no parent directory")?;
-    let p = dir.join(format!(
-        "{}connection_services{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    ));
-    if !p.is_file() {
-        bail!(
-            "{} does not exist: build it with `cargo build --release -p connection-services`, or pass --cse-library",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
-/// The ConnectionServicesExtension package, as `thingport ext pack` makes it (the same as
-/// `thingport_e2e::packages::connection_services_package`, from a given library).
-fn cse_package(library: &Path) -> Result<Vec<u8>> {
-    let lib =
-        std::fs::read(library).with_context(|| format!("cannot read {}", library.display()))?;
-    let file = format!("lib/{}/libconnection_services.so", host_target());
-    let native = format!(
-        r#"<NativeLibrary file="{file}" sha256="{}" abiVersion="1"/>"#,
-        Sha256::of(&lib)
-    );
-    let template = include_str!("../../../../extensions/connection-services/metadata.xml");
-    // The template's ExtensionPackage element is self-closing: give it the NativeLibrary child.
-    let metadata = template.replacen("/>", &format!(">\n{native}\n</ExtensionPackage>"), 1);
-    Ok(thingport_e2e::packages::zip_of(&[
-        ("metadata.xml", metadata.as_bytes()),
-        (&file, &lib),
-    ]))
-}
-
 /// Uploads the package as `Administrator` and checks that it imported.
 async fn import_cse(addr: SocketAddr, admin_password: &str, library: &Path) -> Result<()> {
     let boundary = "thingport-bench-boundary-5c2e";
@@ -733,7 +692,11 @@ async fn import_cse(addr: SocketAddr, admin_password: &str, library: &Path) -> R
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cse.zip\"\r\nContent-Type: application/zip\r\n\r\n"
     )
     .into_bytes();
-    body.extend_from_slice(&cse_package(library)?);
+    let lib =
+        std::fs::read(library).with_context(|| format!("cannot read {}", library.display()))?;
+    body.extend_from_slice(&thingport_e2e::packages::connection_services_package_of(
+        &lib,
+    ));
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let mut req: Request<Body> = Request::new(Full::new(Bytes::from(body)));
     *req.method_mut() = Method::POST;

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -361,32 +361,6 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// `libfixture_noop.so` next to this executable unless given.
-fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        if !p.is_file() {
-            bail!("--library {} is not a file", p.display());
-        }
-        return Ok(p.to_path_buf());
-    }
-    let exe = std::env::current_exe().context("cannot find this executable's path")?;
-    let dir = exe
-        .parent()
-        .context("this executable has no parent directory")?;
-    let p = dir.join(format!(
-        "{}fixture_noop{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    ));
-    if !p.is_file() {
-        bail!(
-            "{} does not exist: build it with `cargo build --release --workspace` (which builds the fixture extensions), or pass --library",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
 fn invoke(service: &str, params: Value) -> Request {
     Request::Invoke {
         entity_kind: "Things".into(),
@@ -409,7 +383,12 @@ pub fn run(args: ExtensionArgs) -> Result<Outcome> {
     if cfg!(debug_assertions) {
         eprintln!("warning: this thingport-bench is a debug build; its own JSON code is unoptimised. Use --release.");
     }
-    let path = locate(args.library.as_deref())?;
+    let path = crate::server::locate_artefact(
+        args.library.as_deref(),
+        "--library",
+        &crate::server::library_file("fixture_noop"),
+        "cargo build --release --workspace",
+    )?;
     let host = Arc::new(BenchHost {
         properties: json!({"p": 1, "name": THING, "online": true}),
         calls: AtomicU64::new(0),

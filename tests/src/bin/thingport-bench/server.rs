@@ -17,9 +17,26 @@ const LOG_TAIL_LINES: usize = 30;
 /// The server binary to benchmark: `explicit`, else `thingport-server` in the same target profile
 /// directory as this executable (`target/release/` for `target/release/thingport-bench`).
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    let name = format!("thingport-server{}", std::env::consts::EXE_SUFFIX);
+    locate_artefact(
+        explicit,
+        "--server-bin",
+        &name,
+        "cargo build --release --workspace --bins",
+    )
+}
+
+/// A build artefact: `explicit` (given with `flag`) if set, else `file_name` next to this
+/// executable (the same profile directory); the error says how to build it.
+pub fn locate_artefact(
+    explicit: Option<&Path>,
+    flag: &str,
+    file_name: &str,
+    build: &str,
+) -> Result<PathBuf> {
     if let Some(p) = explicit {
         if !p.is_file() {
-            bail!("--server-bin {} is not a file", p.display());
+            bail!("{flag} {} is not a file", p.display());
         }
         return Ok(p.to_path_buf());
     }
@@ -27,14 +44,23 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
     let dir = exe
         .parent()
         .context("this executable has no parent directory")?;
-    let p = dir.join(format!("thingport-server{}", std::env::consts::EXE_SUFFIX));
+    let p = dir.join(file_name);
     if !p.is_file() {
         bail!(
-            "{} does not exist: build it with `cargo build --release --workspace --bins`, or pass --server-bin",
+            "{} does not exist: build it with `{build}`, or pass {flag}",
             p.display()
         );
     }
     Ok(p)
+}
+
+/// `<prefix><stem><suffix>` of a shared library on this platform (`libfoo.so`).
+pub fn library_file(stem: &str) -> String {
+    format!(
+        "{}{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
 }
 
 /// A running server. Dropping it kills the process, then removes its data directory.
