@@ -51,12 +51,16 @@ pub mod requests {
     /// Round trip to the agent: `body` is `{}`; the agent answers
     /// `{"agent": "<name/version>", "time": <ms since the Unix epoch>}`.
     pub const PING: &str = "ping";
-    /// A remote session order (issue 5, in progress): `body` is
+    /// A remote session order: `body` is
     /// `{"session", "gasUrl", "credential", "endpoint": {"host", "port", "name"}}`; the agent
     /// checks the endpoint against its allow-list, answers `{"accepted": true}` or the error
     /// `SESSION_DENIED`, then connects to the GAS (`thingport-tunnel.v1`) with the credential and
     /// dials the endpoint for each tunnelled connection.
     pub const START_SESSION: &str = "startSession";
+    /// One-way (a `message`, no answer): `body` is `{"session"}`; the platform ended the session
+    /// (`EndSession`, inactivity, maximum duration): the agent closes its side of it at the GAS
+    /// and every connection it carries.
+    pub const END_SESSION: &str = "endSession";
 }
 
 /// Error and refusal codes, in [`PlatformMessage::BindRefused`], [`PlatformMessage::Unbound`],
