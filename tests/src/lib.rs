@@ -26,6 +26,7 @@ pub mod fleet;
 pub mod packages;
 mod raw;
 pub mod relay;
+pub mod remote;
 mod server;
 mod wait;
 

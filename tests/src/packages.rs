@@ -50,6 +50,21 @@ pub fn connection_services_package_of(lib: &[u8]) -> Vec<u8> {
     )
 }
 
+/// The `RemoteAccessExtension` 1.0.0 package (depends on CSE), from the workspace's build.
+pub fn remote_access_package() -> Vec<u8> {
+    let lib = std::fs::read(extension_library("remote_access")).expect("read extension library");
+    remote_access_package_of(&lib)
+}
+
+/// The same package around a given build of the library (the benchmark's release build).
+pub fn remote_access_package_of(lib: &[u8]) -> Vec<u8> {
+    first_party_package(
+        lib,
+        "remote_access",
+        include_str!("../../extensions/remote-access/metadata.xml"),
+    )
+}
+
 fn first_party_package(lib: &[u8], crate_name: &str, metadata_template: &str) -> Vec<u8> {
     let file = format!("lib/{}/lib{crate_name}.so", host_target());
     let native = format!(

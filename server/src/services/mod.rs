@@ -280,7 +280,7 @@ async fn call_extension(
     instance: std::sync::Arc<crate::extensions::host::Instance>,
 ) -> ApiResult<InfoTable> {
     let request = thingport_sdk::protocol::Request::Invoke {
-        entity_kind: kind.as_str().to_string(),
+        entity_kind: kind.collection().to_string(),
         entity: entity.to_string(),
         service: def.name.to_string(),
         params: Value::Object(params.0),
@@ -300,8 +300,27 @@ async fn call_extension(
     })?;
     Ok(match def.result.base_type {
         BaseType::Nothing => InfoTable::empty(),
+        BaseType::Infotable => extension_table(p, def, value),
         t => InfoTable::scalar(t, value),
     })
+}
+
+/// An extension service declared with an INFOTABLE result answers the table itself (ThingWorx
+/// semantics), with the declared data shape's fields; `rows` that are not objects are dropped.
+fn extension_table(p: &Platform, def: &ServiceDef, value: Value) -> InfoTable {
+    let fields = def
+        .result
+        .data_shape
+        .as_deref()
+        .and_then(|ds| p.model().data_shapes.get(ds).map(|d| d.fields.clone()))
+        .unwrap_or_default();
+    let mut table = InfoTable::new(&fields);
+    if let Value::Object(mut obj) = value {
+        if let Some(Value::Array(rows)) = obj.remove("rows") {
+            rows.into_iter().for_each(|row| table.push(row));
+        }
+    }
+    table
 }
 
 /// What uses an entity (for 409 answers): `Kind name` labels.
