@@ -30,6 +30,9 @@ pub struct RelayConfig {
     /// Session events buffered for slow listeners of [`crate::Relay::events`] (older ones are
     /// dropped beyond that).
     pub event_buffer: usize,
+    /// The most sessions (paired or waiting for a side) at once; a side of a new session beyond
+    /// that is refused with 503 (its credential is not used up). Unlimited by default.
+    pub max_sessions: usize,
 }
 
 impl Default for RelayConfig {
@@ -45,6 +48,7 @@ impl Default for RelayConfig {
             read_buffer_size: 64 * 1024,
             max_header_bytes: 8 * 1024,
             event_buffer: 1024,
+            max_sessions: usize::MAX,
         }
     }
 }
@@ -79,6 +83,7 @@ impl RelayConfig {
             ("queue", self.queue),
             ("read_buffer_size", self.read_buffer_size),
             ("event_buffer", self.event_buffer),
+            ("max_sessions", self.max_sessions),
         ] {
             if n == 0 {
                 return Err(ConfigError::Zero(name));

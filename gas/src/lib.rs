@@ -4,23 +4,33 @@
 //! side of a session, and relays their binary frames unchanged (validating only the 5-byte
 //! header and counting `DATA` bytes). It reports what happens as [`SessionEvent`]s.
 //!
-//! Not here: registering with the platform, heartbeats and reporting session events (the binary,
-//! with the RemoteAccessExtension, does that through [`Keys`] and [`Relay::events`]); the stream
+//! Around it, [`run`] is the whole `thingport-gas` server: it registers with the platform
+//! ([`platform`]), heartbeats with the live sessions ([`Relay::live_sessions`]) and ends those the
+//! platform ended ([`Relay::end_session`]), and reports [`Relay::events`] as session reports.
+//!
+//! Not here: the stream
 //! multiplexer of the client and the agent (`sdk/tunnel`); any knowledge of targets (the agent
 //! dials the endpoint the platform named; the GAS never learns it).
 //!
 //! [`Relay::serve`] runs on a listener until its shutdown future resolves; the tests drive it on
 //! `127.0.0.1:0` with real WebSocket clients.
 
+pub mod cli;
 mod config;
 mod relay;
+mod server;
 mod side;
 mod table;
 pub mod tls;
 mod upgrade;
 
+pub use server::{
+    platform, run, AppKey, GasConfig, PlatformTls, PlatformUrl, Server, Timing, VERSION,
+};
+
 pub use config::{ConfigError, RelayConfig};
 pub use relay::{bind, Relay};
+pub use table::LiveSession;
 
 use std::sync::{Arc, RwLock};
 use thingport_protocol::tunnel;
@@ -114,6 +124,9 @@ pub enum EndCause {
     NotPaired,
     /// The GAS shut down.
     Shutdown,
+    /// The platform ended it ([`Relay::end_session`]: `EndSession`, inactivity, maximum
+    /// duration).
+    EndedByPlatform,
 }
 
 impl EndCause {
@@ -122,7 +135,7 @@ impl EndCause {
         match self {
             EndCause::Closed(r) | EndCause::Lost(r) | EndCause::Silent(r) => Some(*r),
             EndCause::Protocol(r, _) => Some(*r),
-            EndCause::NotPaired | EndCause::Shutdown => None,
+            EndCause::NotPaired | EndCause::Shutdown | EndCause::EndedByPlatform => None,
         }
     }
 }
@@ -136,6 +149,7 @@ impl std::fmt::Display for EndCause {
             EndCause::Protocol(r, why) => write!(f, "{} protocol error: {why}", role_name(*r)),
             EndCause::NotPaired => f.write_str("the other side did not attach"),
             EndCause::Shutdown => f.write_str("GAS shutting down"),
+            EndCause::EndedByPlatform => f.write_str("ended by the platform"),
         }
     }
 }

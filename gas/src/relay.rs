@@ -5,7 +5,7 @@
 use crate::config::{ConfigError, RelayConfig};
 use crate::table::{Ends, Session, Table};
 use crate::upgrade::{self, Admission};
-use crate::{role_name, EndCause, EventKind, Keys, Role, SessionEvent, MAX_MESSAGE};
+use crate::{role_name, EndCause, EventKind, Keys, LiveSession, Role, SessionEvent, MAX_MESSAGE};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -103,6 +103,33 @@ impl Relay {
     /// Sessions with one side waiting for the other (or an upgrade in progress), now.
     pub fn waiting(&self) -> usize {
         self.table().waiting()
+    }
+
+    /// The sessions in progress (paired, or waiting for a side), at most `max`, with their
+    /// `DATA` byte counts so far (for heartbeats). Takes the table lock once; the frame path
+    /// does not contend for it.
+    pub fn live_sessions(&self, max: usize) -> Vec<LiveSession> {
+        self.table().live(max)
+    }
+
+    /// Ends the session `id` because the platform ended it: both sides get a close frame 1000
+    /// "the platform ended the session", and the `Ended` event carries
+    /// [`EndCause::EndedByPlatform`]. False if no such session is in progress (unknown, or
+    /// already ending for another cause).
+    pub fn end_session(&self, id: &str) -> bool {
+        // Found and ended under one lock: a session in the table has not ended yet.
+        let empty = {
+            let mut table = self.table();
+            let Some(session) = table.find(id) else {
+                return false;
+            };
+            table.end(&session, EndCause::EndedByPlatform)
+        };
+        if empty {
+            self.emptied.notify_one();
+        }
+        info!(session = %id, "session ended by the platform");
+        true
     }
 
     /// Serves tunnels on `listener` until `shutdown` resolves; then stops accepting, closes lone

@@ -12,6 +12,7 @@ use crate::table::{Ends, Phase, Session};
 use crate::{other, role_name, EndCause, Role};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use thingport_protocol::tunnel::{Frame, FrameError, Kind};
@@ -68,6 +69,8 @@ enum Outcome {
     PartnerEnded,
     NotPaired,
     Shutdown,
+    /// The platform ended the session: both sides close at once.
+    EndedByPlatform,
 }
 
 /// Serves one attached side until its session ends, then closes it.
@@ -89,7 +92,14 @@ pub(crate) async fn run<S>(
     let Ends { to_peer, from_peer } = ends;
 
     let outcome = {
-        let reader = read_loop(&mut stream, to_peer, &mut data_bytes, config.idle_timeout);
+        let live = &session.live[crate::index(role)];
+        let reader = read_loop(
+            &mut stream,
+            to_peer,
+            &mut data_bytes,
+            live,
+            config.idle_timeout,
+        );
         let writer = write_loop(&mut sink, from_peer, config.ping_interval);
         let pairing = sleep_until(wait_until);
         tokio::pin!(reader, writer, pairing);
@@ -99,6 +109,9 @@ pub(crate) async fn run<S>(
             match now {
                 Phase::Waiting => {}
                 Phase::Paired => paired = true,
+                Phase::Ended if session.cause() == Some(EndCause::EndedByPlatform) => {
+                    break Outcome::EndedByPlatform;
+                }
                 Phase::Ended => {
                     // Deliver what the other side sent before it went, then close.
                     let _ = tokio::time::timeout(config.close_timeout, &mut writer).await;
@@ -197,6 +210,10 @@ pub(crate) async fn run<S>(
             EndCause::Shutdown,
             Some(frame(CloseCode::Away, "GAS shutting down".into())),
         ),
+        Outcome::EndedByPlatform => (
+            EndCause::EndedByPlatform,
+            Some(partner_close(&EndCause::EndedByPlatform)),
+        ),
     };
     relay.end(&session, cause.clone());
     match cause {
@@ -220,6 +237,7 @@ async fn read_loop<S>(
     stream: &mut Stream<S>,
     to_peer: mpsc::Sender<Bytes>,
     data_bytes: &mut u64,
+    live: &AtomicU64,
     idle: Duration,
 ) -> ReadEnd
 where
@@ -253,7 +271,11 @@ where
             None => return ReadEnd::Lost("the connection ended".into()),
         };
         match Frame::parse(&bytes) {
-            Ok(f) if f.kind == Kind::Data => *data_bytes += f.payload.len() as u64,
+            Ok(f) if f.kind == Kind::Data => {
+                *data_bytes += f.payload.len() as u64;
+                // This reader is the counter's only writer: a plain store, no read-modify-write.
+                live.store(*data_bytes, Ordering::Relaxed);
+            }
             Ok(_) => {}
             Err(e) => return ReadEnd::Invalid(e),
         }
@@ -328,6 +350,9 @@ fn partner_close(cause: &EndCause) -> CloseFrame {
         ),
         EndCause::NotPaired => frame(CloseCode::Policy, "the other side did not attach".into()),
         EndCause::Shutdown => frame(CloseCode::Away, "GAS shutting down".into()),
+        EndCause::EndedByPlatform => {
+            frame(CloseCode::Normal, "the platform ended the session".into())
+        }
     }
 }
 

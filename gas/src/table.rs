@@ -4,6 +4,7 @@
 
 use crate::{index, other, EndCause, EventKind, Role, SessionEvent};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -34,7 +35,23 @@ pub(crate) struct Ends {
 pub(crate) struct Session {
     pub id: Arc<str>,
     pub phase: watch::Sender<Phase>,
+    /// `DATA` payload bytes read so far from each side (client: up, agent: down), for
+    /// heartbeats. Each has one writer (its side's reader, a relaxed store per `DATA` frame, no
+    /// lock); readers may see a slightly old value.
+    pub live: [AtomicU64; 2],
     inner: Mutex<Inner>,
+}
+
+/// A live session as [`crate::Relay::live_sessions`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    pub session: Arc<str>,
+    /// Client-to-agent `DATA` bytes so far.
+    pub bytes_up: u64,
+    /// Agent-to-client `DATA` bytes so far.
+    pub bytes_down: u64,
+    /// Both sides attached.
+    pub paired: bool,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +117,17 @@ pub(crate) enum ReserveError {
     RoleTaken,
     TooManyNonces,
     Closing,
+    /// A new session beyond `max_sessions`.
+    Full,
+}
+
+/// What [`Table::reserve`] allows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Messages queued each way between the sides of a new session.
+    pub queue: usize,
+    /// Sessions (paired or not) at most in the table.
+    pub max_sessions: usize,
 }
 
 /// Sessions with at least one side reserved or attached, and not ended.
@@ -127,8 +155,27 @@ impl Table {
         self.sessions.is_empty()
     }
 
+    /// The session `id`, if it is in the table (not ended).
+    pub fn find(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.get(id).map(|e| e.session.clone())
+    }
+
+    /// At most `max` sessions of the table with their byte counts so far.
+    pub fn live(&self, max: usize) -> Vec<LiveSession> {
+        self.sessions
+            .values()
+            .take(max)
+            .map(|e| LiveSession {
+                session: e.session.id.clone(),
+                bytes_up: e.session.live[0].load(Ordering::Relaxed),
+                bytes_down: e.session.live[1].load(Ordering::Relaxed),
+                paired: e.session.inner().started.is_some(),
+            })
+            .collect()
+    }
+
     /// Consumes the nonce of a verified credential and reserves its role of its session (creating
-    /// the session and its two queues if it is new).
+    /// the session and its two queues if it is new, unless `limits.max_sessions` are live).
     pub fn reserve(
         &mut self,
         session: &str,
@@ -136,12 +183,17 @@ impl Table {
         nonce: &str,
         exp_ms: i64,
         now_ms: i64,
-        queue: usize,
+        limits: Limits,
     ) -> Result<(Arc<Session>, Ends), ReserveError> {
         if self.closing {
             return Err(ReserveError::Closing);
         }
+        // Before the nonce is used up: a refused credential may be retried.
+        if self.sessions.len() >= limits.max_sessions && !self.sessions.contains_key(session) {
+            return Err(ReserveError::Full);
+        }
         self.nonces.consume(nonce, exp_ms, now_ms)?;
+        let queue = limits.queue;
         let entry = match self.sessions.get_mut(session) {
             Some(e) => e,
             None => {
@@ -152,6 +204,7 @@ impl Table {
                     session: Arc::new(Session {
                         id: id.clone(),
                         phase: watch::Sender::new(Phase::Waiting),
+                        live: [AtomicU64::new(0), AtomicU64::new(0)],
                         inner: Mutex::new(Inner::default()),
                     }),
                     slots: [
@@ -286,19 +339,47 @@ mod tests {
         assert!(n.until.len() <= 2, "{} left", n.until.len());
     }
 
+    const L: Limits = Limits {
+        queue: 8,
+        max_sessions: usize::MAX,
+    };
+
+    #[test]
+    fn sessions_beyond_the_limit_are_refused_but_their_second_side_is_not() {
+        let mut t = Table::default();
+        let one = Limits {
+            queue: 8,
+            max_sessions: 1,
+        };
+        let (s, _ends) = t.reserve("a", Role::Client, "1", 9, 0, one).unwrap();
+        assert_eq!(
+            t.reserve("b", Role::Client, "2", 9, 0, one).err(),
+            Some(ReserveError::Full)
+        );
+        // The refused credential's nonce was not used up.
+        assert!(t.reserve("a", Role::Agent, "2", 9, 0, one).is_ok());
+        assert_eq!(t.attach(&s, Role::Client), Ok(false));
+        s.live[0].store(7, Ordering::Relaxed);
+        let live = t.live(10);
+        assert_eq!(live.len(), 1);
+        assert_eq!((live[0].bytes_up, live[0].paired), (7, false));
+        assert!(t.find("a").is_some() && t.find("b").is_none());
+        assert!(t.live(0).is_empty());
+    }
+
     #[test]
     fn roles_are_reserved_once_and_sessions_pair_and_end() {
         let mut t = Table::default();
-        let (s, ends) = t.reserve("s", Role::Client, "1", 9, 0, 8).unwrap();
+        let (s, ends) = t.reserve("s", Role::Client, "1", 9, 0, L).unwrap();
         assert_eq!(
-            t.reserve("s", Role::Client, "2", 9, 0, 8).err(),
+            t.reserve("s", Role::Client, "2", 9, 0, L).err(),
             Some(ReserveError::RoleTaken)
         );
         // A failed upgrade gives the role back; the session goes with its last reservation.
         assert!(t.release(&s, Role::Client, ends));
-        let (s, _ends) = t.reserve("s", Role::Client, "3", 9, 0, 8).unwrap();
+        let (s, _ends) = t.reserve("s", Role::Client, "3", 9, 0, L).unwrap();
         assert_eq!(t.attach(&s, Role::Client), Ok(false));
-        let (s2, _agent) = t.reserve("s", Role::Agent, "4", 9, 0, 8).unwrap();
+        let (s2, _agent) = t.reserve("s", Role::Agent, "4", 9, 0, L).unwrap();
         assert!(Arc::ptr_eq(&s, &s2));
         assert_eq!(t.attach(&s, Role::Agent), Ok(true));
         assert_eq!((t.started(), t.waiting()), (1, 0));
@@ -319,7 +400,7 @@ mod tests {
         ));
         t.closing = true;
         assert_eq!(
-            t.reserve("x", Role::Client, "5", 9, 0, 8).err(),
+            t.reserve("x", Role::Client, "5", 9, 0, L).err(),
             Some(ReserveError::Closing)
         );
     }

@@ -3,7 +3,7 @@
 //! reach a log line or a response.
 
 use crate::relay::{Relay, RelayPhase};
-use crate::table::{Ends, ReserveError, Session};
+use crate::table::{Ends, Limits, ReserveError, Session};
 use crate::Role;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -156,7 +156,10 @@ pub(crate) fn admit(relay: &Arc<Relay>, req: &Request) -> Result<Admission, Refu
         &grant.nonce,
         grant.exp,
         now,
-        relay.config.queue,
+        Limits {
+            queue: relay.config.queue,
+            max_sessions: relay.config.max_sessions,
+        },
     );
     let (session, ends) = reserved.map_err(|e| match e {
         ReserveError::Replayed => refuse(
@@ -175,6 +178,10 @@ pub(crate) fn admit(relay: &Arc<Relay>, req: &Request) -> Result<Admission, Refu
             "too many tunnel credentials in use; retry later",
         ),
         ReserveError::Closing => refuse(StatusCode::SERVICE_UNAVAILABLE, "GAS shutting down"),
+        ReserveError::Full => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this GAS is at capacity; retry later",
+        ),
     })?;
     let left = Duration::from_millis(u64::try_from(grant.exp - now).unwrap_or(0));
     Ok(Admission {

@@ -190,3 +190,34 @@ async fn a_connection_that_never_completes_its_handshake_is_dropped() {
         .expect("the relay hangs up");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+#[tokio::test]
+async fn a_new_session_beyond_max_sessions_is_refused_with_503_without_using_its_credential() {
+    let gas = Gas::start(thingport_gas::RelayConfig {
+        max_sessions: 1,
+        ..quick()
+    })
+    .await;
+    let first = session_id("first");
+    let client = attach(&gas, &first, Role::Client).await;
+    let second = session_id("second");
+    let token = token(&second, Role::Client);
+    let r = refused(&gas, Some(&token)).await;
+    assert_eq!(r.status, 503);
+    assert!(r.error.contains("at capacity"), "{}", r.error);
+    // The second side of a live session is still admitted, and listed live.
+    let _agent = attach(&gas, &first, Role::Agent).await;
+    until("the session is paired", || gas.relay.sessions() == 1).await;
+    let live = gas.relay.live_sessions(10);
+    assert_eq!(live.len(), 1);
+    assert!(live[0].paired && *live[0].session == first);
+    // Once the first session is gone, the refused credential is admitted (it was not used).
+    drop(client);
+    until("the first session ended", || {
+        gas.relay.live_sessions(10).is_empty()
+    })
+    .await;
+    let _second = open(&gas.url(tunnel::PATH), Some(&token), true)
+        .await
+        .expect("admitted once there is room");
+}
