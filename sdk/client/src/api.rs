@@ -1,6 +1,7 @@
-//! The admin calls of the ThingWorx-compatible REST API (SPEC §3) that the CLI makes.
+//! The admin calls of the ThingWorx-compatible REST API (SPEC §3) that the CLI makes; the remote
+//! access calls are in [`crate::remote`].
 //!
-//! Every call is a `POST` with `Accept: application/json`, the credentials (`appKey` header or
+//! Every call (a `POST`, or a `GET` of a collection) goes with `Accept: application/json`, the credentials (`appKey` header or
 //! HTTP Basic) and `X-XSRF-TOKEN` (harmless with those credentials, and what ThingWorx's own
 //! uploader expects). An answer other than 2xx becomes an [`ApiError`] carrying the status and
 //! the server's `error` message; the import refusal (406) keeps its report rows.
@@ -9,6 +10,7 @@ use anyhow::Context as _;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT};
 use serde_json::{json, Value};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The XSRF header value ThingWorx clients send.
@@ -17,8 +19,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An upload may carry a large package to a busy server.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A secret (password, application key) whose `Debug` does not show it.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret (password, application key, tunnel credential) whose `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {
@@ -78,33 +81,60 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A client for the server at `url` (e.g. `http://127.0.0.1:8080`).
+    /// A client for the server at `url` (e.g. `http://127.0.0.1:8080`); `https://` servers are
+    /// verified against the webpki roots.
     pub fn new(url: &str, auth: Auth) -> anyhow::Result<Self> {
+        Self::with_tls(url, auth, None)
+    }
+
+    /// A client whose `https://` connections use `tls` (see [`crate::tls::client_config`]);
+    /// `None` builds the default configuration when the URL needs one.
+    pub fn with_tls(
+        url: &str,
+        auth: Auth,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         let parsed =
             reqwest::Url::parse(&base).with_context(|| format!("invalid --url {url:?}"))?;
-        match parsed.scheme() {
-            "http" => {}
-            "https" => anyhow::bail!(
-                "invalid --url {url:?}: this build of thingport speaks plain HTTP only (https is \
-                 not supported yet)"
-            ),
+        let tls = match parsed.scheme() {
+            "http" => None,
+            "https" => match tls {
+                Some(tls) => Some(tls),
+                None => Some(crate::tls::client_config(&Default::default())?),
+            },
             other => anyhow::bail!("invalid --url {url:?}: unsupported scheme {other:?}"),
-        }
+        };
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert("X-XSRF-TOKEN", HeaderValue::from_static(XSRF_TOKEN));
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(tls) = tls {
+            builder = builder.use_preconfigured_tls((*tls).clone());
+        }
+        let http = builder
             .build()
             .context("failed to set up the HTTP client")?;
         Ok(Self { base, auth, http })
     }
 
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.post(format!("{}{path}", self.base));
+    /// The server's base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.post(format!("{}{path}", self.base)))
+    }
+
+    pub(crate) fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.auth {
             Auth::None => request,
             Auth::AppKey(key) => request.header("appKey", key.0.as_str()),
@@ -112,7 +142,23 @@ impl Connection {
         }
     }
 
+    /// Sends an extension administration call.
     async fn send(&self, call: &str, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        self.send_with(call, request, |status, _| match status {
+            403 => " (extension administration needs a member of Administrators)",
+            _ => "",
+        })
+        .await
+    }
+
+    /// Sends a call; an answer other than 2xx becomes an [`ApiError`] whose hint is `hint(status,
+    /// message)` (a 401 without credentials always hints at the credential flags).
+    pub(crate) async fn send_with(
+        &self,
+        call: &str,
+        request: reqwest::RequestBuilder,
+        hint: impl Fn(u16, &str) -> &'static str,
+    ) -> anyhow::Result<Value> {
         tracing::debug!(call, base = %self.base, "request");
         let response = request.send().await.map_err(|e| {
             anyhow::anyhow!(
@@ -145,8 +191,7 @@ impl Connection {
         };
         let hint = match (status.as_u16(), &self.auth) {
             (401, Auth::None) => " (pass --app-key, or --user and --password)",
-            (403, _) => " (extension administration needs a member of Administrators)",
-            _ => "",
+            (status, _) => hint(status, &message),
         };
         Err(ApiError {
             call: call.to_owned(),
@@ -252,8 +297,7 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         assert!(Connection::new("http://127.0.0.1:8080/", Auth::None).is_ok());
-        let https = Connection::new("https://example.invalid", Auth::None).unwrap_err();
-        assert!(https.to_string().contains("https is not supported yet"));
+        assert!(Connection::new("https://example.invalid", Auth::None).is_ok());
         assert!(Connection::new("not a url", Auth::None).is_err());
         assert!(Connection::new("ftp://x", Auth::None).is_err());
     }

@@ -1,25 +1,31 @@
 //! The command line: flags and `THINGPORT_*` variables (clap), and what each command prints.
 //!
-//! Output is for people and simple scripts: results on stdout, warnings and logs on stderr. A
-//! failure is one line on stderr, `thingport: <what went wrong>`, and exit code 1; a usage
-//! mistake is clap's message and exit code 2.
+//! Commands:
+//! - `connect THING ENDPOINT [--local ADDR:PORT | --stdio]`: the Remote Access Client
+//!   ([`crate::connect`]);
+//! - `things`, `sessions [THING]`, `end SESSION`, `audit [--category C]`: the remote access and
+//!   audit queries (`cli/admin.rs`);
+//! - `ext pack | keygen | pubkey | import | list | delete`: extension packages (`cli/ext.rs`).
+//!
+//! Output is for people and simple scripts: results on stdout, warnings and logs on stderr
+//! (`connect --stdio` writes nothing but tunnel bytes on stdout). A failure is one line on
+//! stderr, `thingport: <what went wrong>`, and exit code 1; a usage mistake is clap's message and
+//! exit code 2.
 
 use crate::api::{Auth, Connection, Secret};
-use crate::keys;
-use crate::pack::{self, PackOptions, PackReport};
-use crate::table;
+use crate::connect::{ConnectOptions, Local};
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::Value;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The Thingport client and admin CLI.
 ///
-/// Packs extension crates into packages and administers a Thingport server's extensions over
-/// its REST API. Commands that call the server take --url and either --app-key or --user and
-/// --password (or their THINGPORT_* variables).
+/// Connects to devices' remote endpoints through a Global Access Server (`connect`), lists
+/// Things, remote sessions and the audit log, ends sessions, and packs and administers
+/// extension packages. Commands that call the server take --url and either --app-key or --user
+/// and --password (or their THINGPORT_* variables).
 #[derive(Debug, Parser)]
 #[command(name = "thingport", version)]
 pub struct Cli {
@@ -53,6 +59,18 @@ pub struct GlobalArgs {
     #[arg(global = true, help_heading = CONNECTION)]
     pub password: Option<String>,
 
+    /// A PEM file of CA certificates to trust besides the webpki roots, for an https:// server
+    /// and a wss:// Global Access Server.
+    #[arg(long, env = "THINGPORT_CA_FILE", value_name = "FILE")]
+    #[arg(global = true, help_heading = CONNECTION)]
+    pub ca_file: Option<PathBuf>,
+
+    /// Do not verify TLS certificates (development only: anyone on the path can read and
+    /// change the traffic).
+    #[arg(long, env = "THINGPORT_INSECURE")]
+    #[arg(global = true, help_heading = CONNECTION)]
+    pub insecure: bool,
+
     /// Log format on stderr.
     #[arg(long, env = "THINGPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     #[arg(global = true, help_heading = LOGGING)]
@@ -64,7 +82,7 @@ pub struct GlobalArgs {
     pub log: String,
 }
 
-const CONNECTION: &str = "Server connection (ext import, list, delete)";
+const CONNECTION: &str = "Server connection (every command but ext pack, keygen, pubkey)";
 const LOGGING: &str = "Logging";
 
 /// Log output format.
@@ -78,9 +96,94 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Connect to a Thing's remote endpoint (e.g. its ssh) through a Global Access Server.
+    ///
+    /// Starts a remote session (StartSession on THING for ENDPOINT), attaches to the session's
+    /// Global Access Server with the session's credential, and carries connections to the
+    /// endpoint until Ctrl-C or SIGTERM, which end the session (exit 0). With --local (the
+    /// default, 127.0.0.1:0) it listens, prints `listening on ADDR` on stdout and what to type
+    /// on stderr; many connections at once are fine. With --stdio it carries one connection on
+    /// stdin/stdout, for ssh:
+    ///
+    ///   ssh -o ProxyCommand='thingport connect %n ssh --stdio' user@gateway-1
+    ///
+    /// If the tunnel closes on its own, it prints why, asks the platform how the session ended
+    /// and fails with `session ended: CAUSE` (e.g. SERVER_LOST, DEVICE_SHUTDOWN).
+    Connect(ConnectArgs),
+
+    /// List the Things you may see: name, template, enabled.
+    Things {
+        /// Print the server's answer as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// List remote sessions: of THING, or of every Thing (RemoteAccessSubsystem).
+    Sessions {
+        /// The Thing whose sessions to list.
+        #[arg(value_name = "THING")]
+        thing: Option<String>,
+        /// Print the server's answer as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// End a remote session (RemoteAccessSubsystem.EndSession); its cause is USER_SHUTDOWN.
+    End {
+        /// The session's id, as `thingport sessions` shows it.
+        #[arg(value_name = "SESSION")]
+        session: String,
+    },
+
+    /// Show the audit log, newest first (AuditSubsystem.QueryAuditHistory).
+    Audit(AuditArgs),
+
     /// Extension packages: pack, sign, import, list, delete.
     #[command(subcommand)]
     Ext(ExtCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The Thing to reach (a RemoteAccessible Thing, e.g. a gateway).
+    #[arg(value_name = "THING")]
+    pub thing: String,
+
+    /// The endpoint's name in the Thing's `endpoints` property, e.g. ssh.
+    #[arg(value_name = "ENDPOINT")]
+    pub endpoint: String,
+
+    /// Listen on ADDR:PORT (port 0 picks a free one) and carry each connection to it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(default_value = "127.0.0.1:0", conflicts_with = "stdio")]
+    pub local: String,
+
+    /// Carry one connection on stdin and stdout (for ssh's ProxyCommand); logs go to stderr.
+    #[arg(long)]
+    pub stdio: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this category: AUTHENTICATION, SECURITY, ENTITY, EXTENSIONS or REMOTE_ACCESS.
+    #[arg(long, value_name = "C")]
+    pub category: Option<String>,
+
+    /// Only entries of this user (or application key's user).
+    #[arg(long, value_name = "NAME")]
+    pub principal: Option<String>,
+
+    /// Only entries about this entity, as Kind:name (e.g. Thing:gateway-1).
+    #[arg(long, value_name = "KIND:NAME")]
+    pub entity: Option<String>,
+
+    /// At most this many entries (1..10000; the server's default is 100).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+
+    /// Print the server's answer as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,86 +301,33 @@ fn init_logging(global: &GlobalArgs) {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Ext(command) = cli.command;
-    match command {
-        ExtCommand::Pack(args) => {
-            let report = pack::pack(&PackOptions {
-                dir: args.dir,
-                output: args.output,
-                profile: args.profile,
-                target_dir: args.target_dir,
-                sign_key: args.sign_key,
-            })?;
-            for warning in &report.warnings {
-                eprintln!("{warning}");
-            }
-            print!("{}", describe_pack(&report));
-            Ok(())
+    let global = &cli.global;
+    let command = match cli.command {
+        Command::Ext(command) => command,
+        Command::Connect(args) => return connect_command(global, args),
+        Command::Things { json } => {
+            let connection = connect(global)?;
+            let things = block_on(async { connection.things().await })?;
+            return admin::print_things(&things, json);
         }
-        ExtCommand::Keygen { output } => {
-            let key = keys::keygen(&output)?;
-            println!(
-                "{}",
-                keys::public_key_line(&key, &output.display().to_string())
-            );
-            eprintln!(
-                "wrote the signing key {}; add the line above to the server's \
-                 --trusted-extension-keys file",
-                output.display()
-            );
-            Ok(())
+        Command::Sessions { thing, json } => {
+            let connection = connect(global)?;
+            let sessions = block_on(async { connection.sessions(thing.as_deref()).await })?;
+            return admin::print_sessions(&sessions, json);
         }
-        ExtCommand::Pubkey { key } => {
-            let signing = keys::SigningKey::load(&key)?;
-            let line = keys::public_key_line(&signing.public_key(), &key.display().to_string());
-            println!("{line}");
-            Ok(())
+        Command::End { session } => {
+            let connection = connect(global)?;
+            block_on(async { connection.end_session(&session).await })?;
+            println!("ended session {session}");
+            return Ok(());
         }
-        ExtCommand::Import { file, json } => {
-            let connection = connect(&cli.global)?;
-            let outcome = block_on(connection.import(&file))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&outcome.report)?);
-            } else {
-                print!("{}", describe_report(&outcome.report));
-            }
-            match outcome.refused {
-                Some(refusal) => bail!("{}: {}", file.display(), refusal.message),
-                None => Ok(()),
-            }
+        Command::Audit(args) => {
+            let connection = connect(global)?;
+            let entries = block_on(async { connection.audit(admin::audit_params(&args)).await })?;
+            return admin::print_audit(&entries, args.json);
         }
-        ExtCommand::List { json } => {
-            let connection = connect(&cli.global)?;
-            let list = block_on(connection.list())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-                return Ok(());
-            }
-            let rows = table::rows(&list);
-            if rows.is_empty() {
-                println!("no extension packages installed");
-                return Ok(());
-            }
-            let preferred = ["name", "packageVersion", "version", "status", "vendor"];
-            let columns = table::columns(&list, &rows, &preferred);
-            let cell = |column: &str, value: Option<&Value>| {
-                let text = table::cell(value);
-                // A digest is long; its first 12 digits name it well enough (--json has all).
-                match text.get(..12) {
-                    Some(short) if column == "sha256" && text.len() > 12 => format!("{short}…"),
-                    _ => text,
-                }
-            };
-            print!("{}", table::render_rows(&columns, &rows, cell));
-            Ok(())
-        }
-        ExtCommand::Delete { name } => {
-            let connection = connect(&cli.global)?;
-            block_on(connection.delete(&name))?;
-            println!("deleted {name}");
-            Ok(())
-        }
-    }
+    };
+    ext::run(global, command)
 }
 
 /// The credentials from the flags: an application key, else a user and password.
@@ -296,8 +346,51 @@ pub fn auth(global: &GlobalArgs) -> anyhow::Result<Auth> {
     }
 }
 
+/// The TLS configuration from --ca-file and --insecure (warning loudly about the latter).
+fn tls(global: &GlobalArgs) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    if global.insecure {
+        eprintln!(
+            "thingport: WARNING: --insecure: TLS certificates are NOT verified; anyone on the \
+             path can read and change this traffic (use it for development only)"
+        );
+    }
+    crate::tls::client_config(&crate::tls::TlsOptions {
+        ca_file: global.ca_file.clone(),
+        insecure: global.insecure,
+    })
+}
+
 fn connect(global: &GlobalArgs) -> anyhow::Result<Connection> {
-    Connection::new(&global.url, auth(global)?)
+    let tls = match (&global.ca_file, global.insecure) {
+        (None, false) => None,
+        _ => Some(tls(global)?),
+    };
+    Connection::with_tls(&global.url, auth(global)?, tls)
+}
+
+/// `thingport connect`: a multi-threaded runtime (tunnel traffic), shut down without waiting
+/// for the blocking stdin reader (it cannot be cancelled).
+fn connect_command(global: &GlobalArgs, args: ConnectArgs) -> anyhow::Result<()> {
+    let tls = tls(global)?;
+    let connection = Connection::with_tls(&global.url, auth(global)?, Some(tls.clone()))?;
+    let options = ConnectOptions {
+        thing: args.thing,
+        endpoint: args.endpoint,
+        local: if args.stdio {
+            Local::Stdio
+        } else {
+            Local::Listen(args.local)
+        },
+        tls: Some(tls),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let result = runtime.block_on(crate::connect::run(&connection, &options));
+    runtime.shutdown_background();
+    result
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
@@ -308,61 +401,8 @@ fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> 
         .block_on(future)
 }
 
-/// What `ext pack` prints: what it wrote, one fact a line.
-pub fn describe_pack(report: &PackReport) -> String {
-    let m = &report.metadata;
-    let mut out = format!("wrote {}\n", report.output.display());
-    let mut line = |label: &str, value: String| {
-        out.push_str(&format!("  {label:<8} {value}\n"));
-    };
-    line("package", format!("{} {}", m.name, m.version));
-    line("target", report.target.clone());
-    line("library", report.library.file.clone());
-    line("from", report.library_source.display().to_string());
-    line("sha256", report.library.sha256.to_hex());
-    line("abi", report.library.abi_version.to_string());
-    line(
-        "size",
-        format!(
-            "{} bytes (library), {} bytes (package)",
-            report.library_size, report.package_size
-        ),
-    );
-    line("zip", format!("sha256 {}", report.package_sha256));
-    if let Some(key) = &report.signed_by {
-        line("signed", format!("by {}", hex::encode(key.0)));
-    }
-    out
-}
-
-/// The import report as a table: name, version, status (ok, failure, warning), message.
-pub fn describe_report(report: &Value) -> String {
-    let rows = table::rows(report);
-    if rows.is_empty() {
-        return "the server returned no report rows\n".to_owned();
-    }
-    let header: Vec<String> = ["name", "version", "status", "message"]
-        .map(str::to_owned)
-        .to_vec();
-    let body: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            let status = match row.get("extensionReportStatus") {
-                Some(Value::Number(n)) if n.as_i64() == Some(0) => "ok".to_owned(),
-                Some(Value::Number(n)) if n.as_i64() == Some(1) => "failure".to_owned(),
-                Some(Value::Number(n)) if n.as_i64() == Some(2) => "warning".to_owned(),
-                other => table::cell(other),
-            };
-            vec![
-                table::cell(row.get("name")),
-                table::cell(row.get("version").or_else(|| row.get("packageVersion"))),
-                status,
-                table::cell(row.get("reportMessage")),
-            ]
-        })
-        .collect();
-    table::render(&header, &body)
-}
-
+mod admin;
+mod ext;
+pub use ext::{describe_pack, describe_report};
 #[cfg(test)]
 mod tests;

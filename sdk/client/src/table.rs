@@ -115,10 +115,41 @@ pub fn render_rows(
     render(columns, &body)
 }
 
+/// A time in ms since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (Howard Hinnant's algorithm), valid for the whole i64 range of ms.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn timestamps_are_utc() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00");
+        assert_eq!(timestamp(1_709_210_096_789), "2024-02-29 12:34:56");
+        assert_eq!(timestamp(-1000), "1969-12-31 23:59:59");
+        let _ = timestamp(i64::MAX);
+        let _ = timestamp(i64::MIN);
+    }
 
     #[test]
     fn columns_follow_the_data_shape_then_the_rows_with_preferred_first() {

@@ -3,8 +3,9 @@
 //! with its own credit-based flow control, so a stalled connection never stalls its siblings.
 //!
 //! Both ends run a [`Mux`] over their WebSocket to the GAS:
-//! - the Remote Access Client ([`Role::Client`]) calls [`Mux::carry`] for each local connection: it
-//!   opens a stream (`OPEN`), waits for `OPENED`, then pumps bytes both ways;
+//! - the Remote Access Client ([`Role::Client`]) calls [`Mux::carry`] for each local connection
+//!   (or [`Mux::carry_split`] / [`Mux::carry_io`] for any other byte stream, e.g. stdin and
+//!   stdout): it opens a stream (`OPEN`), waits for `OPENED`, then pumps bytes both ways;
 //! - the agent ([`Role::Agent`]) answers each `OPEN` by dialling the session's endpoint with its
 //!   dialler, answers `OPENED` or `OPEN_FAILED`, then pumps.
 //!
@@ -12,7 +13,14 @@
 //! of the payload, so a frame is built without copying the payload), `DATA` only while the peer
 //! has granted credit, `CREDIT` after each write to the local socket. One writer task owns the
 //! WebSocket's sink; the reader dispatches frames to streams. Locks guard only map updates.
+//!
+//! Not here: opening the WebSocket (TLS, proxies, credentials) and what a session means to the
+//! platform; the caller does those and hands over a connected WebSocket.
 
+mod dispatch;
+mod stream;
+
+use dispatch::dispatch;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,19 +29,23 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use thingport_protocol::tunnel::{
-    credit_frame, header, reason_frame, write_frame, Frame, Kind, HEADER_LEN, INITIAL_WINDOW,
-    MAX_DATA,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use stream::{pump, Credit, StreamState};
+use thingport_protocol::tunnel::{reason_frame, write_frame, Kind, HEADER_LEN};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 
 /// How long an `OPEN` may wait for `OPENED`.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued for the WebSocket writer.
 const WRITE_QUEUE: usize = 64;
+/// How long the end of the tunnel waits to send the last close frame.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+/// The longest reason a close frame holds (a control frame's 125 bytes less the code).
+const MAX_CLOSE_REASON: usize = 123;
 
 /// Which end of the session this is.
 #[derive(Clone)]
@@ -48,7 +60,35 @@ pub enum Role {
 pub type Dial =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>> + Send + Sync>;
 
-/// Why carrying a connection failed.
+/// How the multiplexer runs; [`Options::default`] is what [`Mux::start`] uses.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// End the tunnel when the peer sent nothing at all (no frame, no ping) for this long. The
+    /// GAS pings every side well within a minute, so a silent WebSocket means a lost peer
+    /// (e.g. a GAS whose machine died without closing its connections). `None`: wait forever.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// How the tunnel's WebSocket ended when no error ended it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// The close code the peer sent (1000 normal, 1001 going away, 1008 policy, ...).
+    pub code: u16,
+    /// The peer's reason, e.g. `the agent side was lost`.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.reason.is_empty() {
+            write!(f, "close code {}", self.code)
+        } else {
+            write!(f, "{} (close code {})", self.reason, self.code)
+        }
+    }
+}
+
+/// Why carrying a connection (or the tunnel) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
     #[error("the agent could not open the connection: {0}")]
@@ -61,53 +101,17 @@ pub enum TunnelError {
     Reset(String),
     #[error("local socket: {0}")]
     Io(#[from] io::Error),
-}
-
-/// Send credit of one stream: bytes the peer has allowed us to send.
-struct Credit {
-    avail: AtomicU32,
-    notify: Notify,
-}
-
-impl Credit {
-    fn new() -> Credit {
-        Credit {
-            avail: AtomicU32::new(INITIAL_WINDOW),
-            notify: Notify::new(),
-        }
-    }
-    fn grant(&self, n: u32) {
-        self.avail.fetch_add(n, Ordering::AcqRel);
-        self.notify.notify_one();
-    }
-    /// Takes up to `max` bytes of credit, waiting until there is some.
-    async fn take(&self, max: u32) -> u32 {
-        loop {
-            let notified = self.notify.notified();
-            let cur = self.avail.load(Ordering::Acquire);
-            if cur > 0 {
-                let n = cur.min(max);
-                if self
-                    .avail
-                    .compare_exchange(cur, cur - n, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return n;
-                }
-                continue;
-            }
-            notified.await;
-        }
-    }
-    fn give_back(&self, n: u32) {
-        if n > 0 {
-            self.grant(n);
-        }
-    }
+    /// Reading from or writing to the tunnel's WebSocket failed (the network, or the peer broke
+    /// the WebSocket protocol).
+    #[error("the tunnel's WebSocket failed")]
+    WebSocket(#[source] tungstenite::Error),
+    /// [`Options::idle_timeout`] passed without a message from the peer.
+    #[error("nothing was received on the tunnel for {0:?}")]
+    Idle(Duration),
 }
 
 /// What the reader knows of a stream.
-struct Entry {
+pub(crate) struct Entry {
     /// Inbound payloads for the local socket; dropped on `FIN`.
     inbound: Option<mpsc::UnboundedSender<Bytes>>,
     /// Inbound bytes not yet written to the local socket (bounded by the window we granted).
@@ -119,13 +123,13 @@ struct Entry {
     cancel: Arc<Notify>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     streams: Mutex<HashMap<u32, Entry>>,
     next_stream: AtomicU32,
     out: mpsc::Sender<Message>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -148,9 +152,36 @@ pub struct Mux {
 }
 
 impl Mux {
-    /// Runs the multiplexer over `ws` (a connected WebSocket). Returns the handle and a future
-    /// that ends when the WebSocket does (run it in a task; every stream ends with it).
-    pub fn start<S>(ws: S, role: Role) -> (Mux, impl Future<Output = Result<(), TunnelError>>)
+    /// Runs the multiplexer over `ws` (a connected WebSocket) with the default [`Options`].
+    /// Returns the handle and a future that ends when the WebSocket does (run it in a task; every
+    /// stream ends with it): `Ok(Some(..))` with the peer's close frame, `Ok(None)` when the
+    /// WebSocket ended without one, `Err` when it failed.
+    pub fn start<S>(
+        ws: S,
+        role: Role,
+    ) -> (
+        Mux,
+        impl Future<Output = Result<Option<Closed>, TunnelError>>,
+    )
+    where
+        S: Stream<Item = Result<Message, tungstenite::Error>>
+            + Sink<Message, Error = tungstenite::Error>
+            + Send
+            + Unpin
+            + 'static,
+    {
+        Mux::start_with(ws, role, Options::default())
+    }
+
+    /// [`Mux::start`] with explicit [`Options`].
+    pub fn start_with<S>(
+        ws: S,
+        role: Role,
+        options: Options,
+    ) -> (
+        Mux,
+        impl Future<Output = Result<Option<Closed>, TunnelError>>,
+    )
     where
         S: Stream<Item = Result<Message, tungstenite::Error>>
             + Sink<Message, Error = tungstenite::Error>
@@ -171,26 +202,41 @@ impl Mux {
         let run = async move {
             let writer = async {
                 while let Some(m) = out_rx.recv().await {
-                    sink.send(m).await.map_err(|_| TunnelError::Closed)?;
+                    sink.send(m).await.map_err(TunnelError::WebSocket)?;
                 }
                 let _ = sink.close().await;
-                Ok::<(), TunnelError>(())
+                Ok::<Option<Closed>, TunnelError>(None)
             };
             let reader = async {
-                while let Some(m) = source.next().await {
-                    let m = m.map_err(|_| TunnelError::Closed)?;
-                    if let Message::Binary(bytes) = m {
-                        dispatch(&shared, &role, bytes).await;
-                    } else if let Message::Close(_) = m {
-                        break;
+                loop {
+                    let next = match options.idle_timeout {
+                        Some(idle) => tokio::time::timeout(idle, source.next())
+                            .await
+                            .map_err(|_| TunnelError::Idle(idle))?,
+                        None => source.next().await,
+                    };
+                    let Some(m) = next else {
+                        return Ok(None);
+                    };
+                    match m.map_err(TunnelError::WebSocket)? {
+                        Message::Binary(bytes) => dispatch(&shared, &role, bytes).await,
+                        Message::Close(frame) => {
+                            return Ok(frame.map(|f| Closed {
+                                code: u16::from(f.code),
+                                reason: f.reason.as_str().to_owned(),
+                            }))
+                        }
+                        _ => {} // pings are answered by the WebSocket itself
                     }
                 }
-                Ok::<(), TunnelError>(())
             };
             let r = tokio::select! {
                 r = writer => r,
                 r = reader => r,
             };
+            // Complete the closing handshake (the answer to the peer's close frame, or ours),
+            // bounded: a peer that stopped reading does not hold the end of the tunnel.
+            let _ = tokio::time::timeout(CLOSE_FLUSH, sink.close()).await;
             // Every stream ends with the tunnel.
             let streams: Vec<Entry> = lock(&shared.streams).drain().map(|(_, e)| e).collect();
             for mut e in streams {
@@ -204,8 +250,50 @@ impl Mux {
         (mux, run)
     }
 
-    /// Client side: carries one local connection through the tunnel until both directions end.
+    /// Closes the tunnel's WebSocket normally (code 1000 with `reason`, cut to what a close frame
+    /// holds). The run future ends when the peer answers the close; every stream ends with it.
+    pub async fn close(&self, reason: &str) -> Result<(), TunnelError> {
+        let mut end = reason.len().min(MAX_CLOSE_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: reason[..end].into(),
+        };
+        self.shared
+            .out
+            .send(Message::Close(Some(frame)))
+            .await
+            .map_err(|_| TunnelError::Closed)
+    }
+
+    /// Client side: carries one local TCP connection through the tunnel until both directions
+    /// end (`TCP_NODELAY` is set on it).
     pub async fn carry(&self, local: TcpStream) -> Result<(), TunnelError> {
+        let _ = local.set_nodelay(true);
+        let (rd, wr) = local.into_split();
+        self.carry_split(rd, wr).await
+    }
+
+    /// Client side: carries any byte stream (e.g. a Unix socket or a TLS stream), split into its
+    /// halves with `tokio::io::split`.
+    pub async fn carry_io<S>(&self, io: S) -> Result<(), TunnelError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (rd, wr) = tokio::io::split(io);
+        self.carry_split(rd, wr).await
+    }
+
+    /// Client side: carries a connection given as a read half and a write half (e.g. stdin and
+    /// stdout). The end of `rd` half-closes the stream (`FIN`); the peer's `FIN` shuts `wr` down.
+    /// Returns when both directions ended.
+    pub async fn carry_split<R, W>(&self, rd: R, wr: W) -> Result<(), TunnelError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let id = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
         let (opened_tx, opened_rx) = oneshot::channel();
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
@@ -255,200 +343,6 @@ impl Mux {
             credit,
             cancel,
         };
-        pump(&self.shared, stream, local).await
+        pump(&self.shared, stream, rd, wr).await
     }
-}
-
-/// Routes one frame from the peer.
-async fn dispatch(shared: &Arc<Shared>, role: &Role, bytes: Bytes) {
-    let frame = match Frame::parse(&bytes) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::debug!(error = %e, "invalid tunnel frame ignored");
-            return;
-        }
-    };
-    let id = frame.stream;
-    match frame.kind {
-        Kind::Data => {
-            let len = frame.payload.len() as u32;
-            let violation = {
-                let streams = lock(&shared.streams);
-                match streams.get(&id) {
-                    Some(Entry {
-                        inbound: Some(tx),
-                        queued,
-                        ..
-                    }) => {
-                        if queued.fetch_add(len, Ordering::AcqRel) + len > INITIAL_WINDOW {
-                            true
-                        } else {
-                            // The payload is a view of the received message: no copy.
-                            let _ = tx.send(bytes.slice(HEADER_LEN..));
-                            false
-                        }
-                    }
-                    _ => false, // a stream we no longer know: late data, dropped
-                }
-            };
-            if violation {
-                reset(shared, id, "the peer sent more than its window").await;
-            }
-        }
-        Kind::Credit => {
-            if let Some(e) = lock(&shared.streams).get(&id) {
-                e.credit.grant(frame.credit());
-            }
-        }
-        Kind::Fin => {
-            if let Some(e) = lock(&shared.streams).get_mut(&id) {
-                e.inbound = None;
-            }
-        }
-        Kind::Reset => {
-            if let Some(mut e) = lock(&shared.streams).remove(&id) {
-                e.cancel.notify_one();
-                if let Some(o) = e.opened.take() {
-                    let _ = o.send(Err(frame.reason()));
-                }
-            }
-        }
-        Kind::Opened | Kind::OpenFailed => {
-            let opened = lock(&shared.streams)
-                .get_mut(&id)
-                .and_then(|e| e.opened.take());
-            if let Some(o) = opened {
-                let _ = o.send(if frame.kind == Kind::Opened {
-                    Ok(())
-                } else {
-                    Err(frame.reason())
-                });
-            }
-        }
-        Kind::Open => {
-            let Role::Agent { dial } = role else {
-                return; // only the agent accepts streams
-            };
-            if lock(&shared.streams).contains_key(&id) {
-                return reset(shared, id, "stream already open").await;
-            }
-            let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
-            let queued = Arc::new(AtomicU32::new(0));
-            let credit = Arc::new(Credit::new());
-            let cancel = Arc::new(Notify::new());
-            lock(&shared.streams).insert(
-                id,
-                Entry {
-                    inbound: Some(inbound_tx),
-                    queued: queued.clone(),
-                    credit: credit.clone(),
-                    opened: None,
-                    cancel: cancel.clone(),
-                },
-            );
-            let (shared2, dial) = (shared.clone(), dial.clone());
-            tokio::spawn(async move {
-                let local = match dial().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        shared2.forget(id);
-                        let _ = shared2
-                            .send(reason_frame(Kind::OpenFailed, id, &e.to_string()))
-                            .await;
-                        return;
-                    }
-                };
-                let mut ok = Vec::with_capacity(HEADER_LEN);
-                write_frame(&mut ok, Kind::Opened, id, &[]);
-                if shared2.send(ok).await.is_err() {
-                    return;
-                }
-                let stream = StreamState {
-                    id,
-                    inbound: inbound_rx,
-                    queued,
-                    credit,
-                    cancel,
-                };
-                if let Err(e) = pump(&shared2, stream, local).await {
-                    tracing::debug!(stream = id, error = %e, "stream ended with an error");
-                }
-            });
-        }
-    }
-}
-
-async fn reset(shared: &Arc<Shared>, id: u32, why: &str) {
-    if let Some(e) = lock(&shared.streams).remove(&id) {
-        e.cancel.notify_one();
-    }
-    let _ = shared.send(reason_frame(Kind::Reset, id, why)).await;
-}
-
-/// A stream's half of the state, owned by its pump.
-struct StreamState {
-    id: u32,
-    inbound: mpsc::UnboundedReceiver<Bytes>,
-    queued: Arc<AtomicU32>,
-    credit: Arc<Credit>,
-    cancel: Arc<Notify>,
-}
-
-/// Moves bytes between a local socket and a stream until both directions are done (or the
-/// stream is reset, or the tunnel closes).
-async fn pump(shared: &Arc<Shared>, st: StreamState, local: TcpStream) -> Result<(), TunnelError> {
-    let StreamState {
-        id,
-        mut inbound,
-        queued,
-        credit,
-        cancel,
-    } = st;
-    let _ = local.set_nodelay(true);
-    let (mut rd, mut wr) = local.into_split();
-    let upstream = async {
-        loop {
-            let allowed = credit.take(MAX_DATA as u32).await as usize;
-            // The header first, then the payload read straight behind it (no zero-filling, no
-            // copy): the buffer becomes the message.
-            let mut frame = Vec::with_capacity(HEADER_LEN + allowed);
-            frame.extend_from_slice(&header(Kind::Data, id));
-            let n = (&mut rd).take(allowed as u64).read_buf(&mut frame).await?;
-            credit.give_back((allowed - n) as u32);
-            if n == 0 {
-                let mut fin = Vec::with_capacity(HEADER_LEN);
-                write_frame(&mut fin, Kind::Fin, id, &[]);
-                return shared.send(fin).await;
-            }
-            shared.send(frame).await?;
-        }
-    };
-    let downstream = async {
-        while let Some(payload) = inbound.recv().await {
-            wr.write_all(&payload).await?;
-            let n = payload.len() as u32;
-            queued.fetch_sub(n, Ordering::AcqRel);
-            shared
-                .out
-                .send(Message::Binary(Bytes::copy_from_slice(&credit_frame(
-                    id, n,
-                ))))
-                .await
-                .map_err(|_| TunnelError::Closed)?;
-        }
-        // FIN from the peer: half-close the local socket.
-        wr.shutdown().await?;
-        Ok::<(), TunnelError>(())
-    };
-    let r = tokio::select! {
-        r = async { tokio::try_join!(upstream, downstream).map(drop) } => r,
-        _ = cancel.notified() => return Err(TunnelError::Reset("reset by the peer or the tunnel closed".into())),
-    };
-    shared.forget(id);
-    if let Err(e) = &r {
-        let _ = shared
-            .send(reason_frame(Kind::Reset, id, &e.to_string()))
-            .await;
-    }
-    r
 }

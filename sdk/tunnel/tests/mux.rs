@@ -5,7 +5,7 @@ use rand::RngCore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thingport_tunnel::{Dial, Mux, Role, TunnelError};
+use thingport_tunnel::{Closed, Dial, Mux, Options, Role, TunnelError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -24,9 +24,11 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
-/// A client mux and an agent mux joined by a WebSocket; the agent dials `target`. Returns the
-/// address of a local listener whose connections the client carries through the tunnel.
-async fn tunnel_to(dial: Dial) -> (SocketAddr, Mux) {
+type ClientWs = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+type AgentWs = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// Two ends of a loopback WebSocket: the client's and the agent's.
+async fn ws_pair() -> (ClientWs, AgentWs) {
     let ws_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws_addr = ws_listener.local_addr().unwrap();
     let agent_side = tokio::spawn(async move {
@@ -36,7 +38,13 @@ async fn tunnel_to(dial: Dial) -> (SocketAddr, Mux) {
     let (client_ws, _) = tokio_tungstenite::connect_async(format!("ws://{ws_addr}/tunnel"))
         .await
         .unwrap();
-    let agent_ws = agent_side.await.unwrap();
+    (client_ws, agent_side.await.unwrap())
+}
+
+/// A client mux and an agent mux joined by a WebSocket; the agent dials `target`. Returns the
+/// address of a local listener whose connections the client carries through the tunnel.
+async fn tunnel_to(dial: Dial) -> (SocketAddr, Mux) {
+    let (client_ws, agent_ws) = ws_pair().await;
     let (_agent, run_agent) = Mux::start(agent_ws, Role::Agent { dial });
     tokio::spawn(run_agent);
     let (client, run_client) = Mux::start(client_ws, Role::Client);
@@ -173,5 +181,79 @@ async fn a_failed_dial_is_reported_to_the_client() {
     match client.carry(s).await {
         Err(TunnelError::OpenFailed(reason)) => assert!(reason.contains("refused"), "{reason}"),
         other => panic!("expected OpenFailed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn any_byte_stream_can_be_carried_and_half_closed() {
+    let echo = echo_server().await;
+    let (_local, client) = tunnel_to(dial_to(echo)).await;
+    // As `connect --stdio` does with stdin and stdout: a pair of halves that are not a socket.
+    let (ours, theirs) = tokio::io::duplex(4096);
+    let carried = tokio::spawn(async move { client.carry_io(theirs).await });
+    let (mut r, mut w) = tokio::io::split(ours);
+    let data: Vec<u8> = (0..300 * 1024).map(|b| (b % 253) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap(); // EOF: FIN, the echo comes back, then the peer's FIN
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut back))
+        .await
+        .expect("the echo and the FIN within 20 s")
+        .unwrap();
+    writer.await.unwrap();
+    assert!(back == data, "bytes differ");
+    tokio::time::timeout(Duration::from_secs(5), carried)
+        .await
+        .expect("carry returns once both directions ended")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn close_ends_the_tunnel_and_the_peer_sees_the_reason() {
+    let (client_ws, agent_ws) = ws_pair().await;
+    let (_agent, run_agent) = Mux::start(
+        agent_ws,
+        Role::Agent {
+            dial: dial_to(echo_server().await),
+        },
+    );
+    let agent = tokio::spawn(run_agent);
+    let (client, run_client) = Mux::start(client_ws, Role::Client);
+    let client_run = tokio::spawn(run_client);
+    client.close("the user ended the session").await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .expect("the agent's tunnel ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen,
+        Some(Closed {
+            code: 1000,
+            reason: "the user ended the session".into()
+        })
+    );
+    tokio::time::timeout(Duration::from_secs(10), client_run)
+        .await
+        .expect("the client's tunnel ends when the close is answered")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_peer_ends_the_tunnel_after_the_idle_timeout() {
+    let (client_ws, _agent_ws) = ws_pair().await; // the agent end never sends anything
+    let idle = Duration::from_millis(200);
+    let options = Options {
+        idle_timeout: Some(idle),
+    };
+    let (_client, run) = Mux::start_with(client_ws, Role::Client, options);
+    match tokio::time::timeout(Duration::from_secs(10), run).await {
+        Ok(Err(TunnelError::Idle(d))) => assert_eq!(d, idle),
+        other => panic!("expected Idle, got {other:?}"),
     }
 }

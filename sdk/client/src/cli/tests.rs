@@ -92,3 +92,59 @@ fn the_report_is_a_table_with_words_for_statuses() {
         "the server returned no report rows\n"
     );
 }
+
+#[test]
+fn connect_listens_locally_by_default_or_takes_stdio() {
+    let cli = parse(&["connect", "gw-1", "ssh"]).unwrap();
+    let Command::Connect(args) = cli.command else {
+        panic!("not connect")
+    };
+    assert_eq!(
+        (args.thing.as_str(), args.endpoint.as_str()),
+        ("gw-1", "ssh")
+    );
+    assert_eq!((args.local.as_str(), args.stdio), ("127.0.0.1:0", false));
+    let cli = parse(&["connect", "gw-1", "ssh", "--stdio", "--insecure"]).unwrap();
+    assert!(cli.global.insecure);
+    let Command::Connect(args) = cli.command else {
+        panic!("not connect")
+    };
+    assert!(args.stdio);
+    let cli = parse(&["connect", "gw-1", "ssh", "--local", "0.0.0.0:2222"]).unwrap();
+    let Command::Connect(args) = cli.command else {
+        panic!("not connect")
+    };
+    assert_eq!(args.local, "0.0.0.0:2222");
+    // One of the two, and both names are needed.
+    let both = parse(&[
+        "connect",
+        "gw-1",
+        "ssh",
+        "--stdio",
+        "--local",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(both.unwrap_err().exit_code(), 2);
+    assert_eq!(parse(&["connect", "gw-1"]).unwrap_err().exit_code(), 2);
+}
+
+#[test]
+fn session_and_audit_commands_parse() {
+    let cli = parse(&["sessions"]).unwrap();
+    assert!(matches!(cli.command, Command::Sessions { thing: None, .. }));
+    let cli = parse(&["sessions", "gw-1", "--json"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Sessions { thing: Some(ref t), json: true } if t == "gw-1"
+    ));
+    let cli = parse(&["end", "s-1"]).unwrap();
+    assert!(matches!(cli.command, Command::End { ref session } if session == "s-1"));
+    let cli = parse(&["audit", "--category", "REMOTE_ACCESS", "--limit", "5"]).unwrap();
+    let Command::Audit(args) = cli.command else {
+        panic!("not audit")
+    };
+    assert_eq!(args.category.as_deref(), Some("REMOTE_ACCESS"));
+    assert_eq!(args.limit, Some(5));
+    assert!(parse(&["things", "--json"]).is_ok());
+    assert_eq!(parse(&["end"]).unwrap_err().exit_code(), 2);
+}
