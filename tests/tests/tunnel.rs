@@ -1,5 +1,5 @@
-//! The tunnel path as far as it exists (issue 5 in progress): the platform orders the real agent
-//! (through the real server and CSE) to start a session on a GAS relay; the agent attaches with
+//! The tunnel path below RemoteAccessExtension: the platform orders the real agent (through the
+//! real server and CSE) to start a session on a GAS relay (the library, keyed by the test); the agent attaches with
 //! its credential and dials the endpoint per tunnelled connection; a client multiplexer carries
 //! eight concurrent connections through the GAS, byte-exact. The session order is refused
 //! (SESSION_DENIED) with --disable-remote-access and for an endpoint outside --allow.
@@ -83,9 +83,11 @@ async fn order(f: &Fleet, gas: SocketAddr, target: SocketAddr) -> thingport_e2e:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_connections_through_agent_and_gas_are_byte_exact() {
     let f = Fleet::start(&["gw-1"]).await;
-    let _agent = Agent::start(&f.url(), &f.key, &["gw-1"], &[]);
-    wait_connected(&f.admin, "gw-1", true, Duration::from_secs(15)).await;
     let (gas, echo) = (gas().await, echo_server().await);
+    // A plain RemoteThing has no endpoints property: the agent is told what it may dial.
+    let allow = echo.to_string();
+    let _agent = Agent::start(&f.url(), &f.key, &["gw-1"], &["--allow", &allow]);
+    wait_connected(&f.admin, "gw-1", true, Duration::from_secs(15)).await;
     let r = order(&f, gas, echo).await.ok();
     assert_eq!(r.row()["result"], json!({"accepted": true}), "{}", r.text);
 

@@ -470,6 +470,12 @@ impl Engine {
                         .get(&session)
                         .is_some_and(|l| l.record.remote_server == reports.name);
                     if !ours {
+                        // Already ended here (EndSession, a sweep): the GAS's count is final.
+                        self.final_bytes(
+                            &session,
+                            &reports.name,
+                            bytes_up.saturating_add(bytes_down),
+                        );
                         continue;
                     }
                     let (cause, why) = map_end(&cause, role.as_deref(), &detail);
@@ -484,6 +490,20 @@ impl Engine {
             }
         }
         Ok(Value::Null)
+    }
+
+    /// Writes the GAS's final byte count into the record of a session that already ended.
+    fn final_bytes(&self, id: &str, gas: &str, bytes: u64) {
+        let Ok(Some(mut record)) = self.find(id) else {
+            return;
+        };
+        if record.status == Status::Terminated
+            && record.remote_server == gas
+            && bytes > record.bytes_transferred
+        {
+            record.bytes_transferred = bytes;
+            self.persist(&record, None);
+        }
     }
 
     // ---------------------------------------------------------------- sessions
