@@ -19,7 +19,7 @@
 //!   ended (with cause and bytes), in batches, as they happen.
 //!
 //! An answer `404` to a heartbeat or a report means "unknown registration" (the platform
-//! restarted, or the GAS Thing was deleted): register again. `docs/protocol.md` §17 is the readable
+//! restarted, or the GAS Thing was deleted): register again. `docs/protocol.md` §18 is the readable
 //! form.
 
 use serde::{Deserialize, Serialize};
