@@ -395,6 +395,8 @@ impl Engine {
                 }
             }
             end.append(&mut gas.end_orders);
+            end.sort_unstable();
+            end.dedup();
             (proto::HeartbeatReply { end }, write_connected, count)
         };
         for record in started {
