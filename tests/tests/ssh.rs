@@ -198,11 +198,18 @@ async fn openssh_through_a_session_runs_a_command_and_moves_64_mib() {
         Some(want.to_string().as_str())
     );
 
-    // Both sessions are on record, ended by the client's clean close.
+    // Both sessions are on record, ended by the client when ssh was done.
     let sessions = site
         .admin
         .call("Things", "gw-1", "GetSessions", serde_json::json!({}))
         .await
         .ok();
-    assert!(sessions.rows().len() >= 2, "{}", sessions.text);
+    assert_eq!(sessions.rows().len(), 2, "{}", sessions.text);
+    for row in sessions.rows() {
+        let id = row["sessionId"].as_str().unwrap();
+        let ended = site
+            .wait_terminated("gw-1", id, Duration::from_secs(20))
+            .await;
+        assert_eq!(ended["terminationCause"], "USER_SHUTDOWN", "{ended}");
+    }
 }
