@@ -20,8 +20,12 @@ pub enum LogFormat {
 ///
 /// It connects to ws(s)://HOST:PORT/Thingworx/WS of the platform given by --url, authenticates
 /// with --app-key, binds every --thing, and reconnects forever (exponential backoff from
-/// --min-backoff to --max-backoff, with jitter) when the connection fails or is lost. Logs go to
-/// stderr. Exit codes: 0 after SIGTERM/SIGINT, 2 for a bad configuration, 1 for other failures.
+/// --min-backoff to --max-backoff, with jitter) when the connection fails or is lost. It serves
+/// the remote sessions the platform orders for its Things: it attaches to the named GAS and
+/// dials the endpoint for each tunnelled connection, only where --allow (or, by default, the
+/// Thing's endpoints property) permits, at most --max-sessions at once, until the platform
+/// ends the session (endSession). Logs go to stderr. Exit codes: 0 after SIGTERM/SIGINT, 2 for
+/// a bad configuration, 1 for other failures.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "thingport-agent", version, about, long_about)]
 pub struct Args {
@@ -55,8 +59,12 @@ pub struct Args {
     pub things: Vec<String>,
 
     /// An endpoint this agent may tunnel to for remote sessions (repeatable), HOST:PORT with
-    /// IPv6 in brackets ([fd00::5]:22). Validated now, enforced when remote sessions arrive (a
-    /// later release); default: only the endpoints the platform defines for the bound Things.
+    /// IPv6 in brackets ([fd00::5]:22); with --allow, sessions may reach exactly these. Default
+    /// (no --allow): only the endpoints the platform defines for the ordering Thing: before each
+    /// session the agent reads the Thing's `endpoints` property with its own key
+    /// (GET /Thingworx/Things/NAME/Properties/endpoints, through the same proxy and TLS settings,
+    /// 5 s at most; the key's user needs PropertyRead on it) and denies the session
+    /// (SESSION_DENIED) when the endpoint is not among them or they cannot be read.
     /// THINGPORT_ALLOW takes a comma-separated list.
     #[arg(
         long = "allow",
@@ -67,10 +75,16 @@ pub struct Args {
     )]
     pub allow: Vec<Endpoint>,
 
-    /// Refuse every remote session (SESSION_DENIED) while still binding the Things. Enforced
-    /// when remote sessions arrive (a later release).
+    /// Refuse every remote session (SESSION_DENIED) while still binding the Things; checked
+    /// before anything else.
     #[arg(long, env = "THINGPORT_DISABLE_REMOTE_ACCESS", value_parser = clap::builder::BoolishValueParser::new())]
     pub disable_remote_access: bool,
+
+    /// The most remote sessions this agent runs at once (1 to 10000); further orders are denied
+    /// (SESSION_DENIED "too many sessions") until one ends. Each session may carry many TCP
+    /// connections.
+    #[arg(long, env = "THINGPORT_MAX_SESSIONS", value_name = "N", default_value_t = crate::config::DEFAULT_MAX_SESSIONS)]
+    pub max_sessions: usize,
 
     /// PEM file of extra CA certificates to trust for an https:// platform, in addition to the
     /// bundled Mozilla (webpki) roots, e.g. a company or self-signed CA.
@@ -132,6 +146,7 @@ impl Args {
         let mut config = AgentConfig::new(&self.url, app_key, self.things)?;
         config.allow = self.allow;
         config.disable_remote_access = self.disable_remote_access;
+        config.max_sessions = self.max_sessions;
         if let Some(path) = &self.ca_file {
             config.tls.extra_roots = crate::tls::load_ca_file(path)?;
         }
@@ -173,6 +188,7 @@ mod tests {
             "--allow=127.0.0.1:22",
             "--allow=[::1]:5900",
             "--disable-remote-access",
+            "--max-sessions=3",
             "--min-backoff=500ms",
             "--max-backoff=1m",
             "--proxy=http://u:p%40ss@proxy:3128",
@@ -183,6 +199,7 @@ mod tests {
         assert_eq!(c.allow.len(), 2);
         assert_eq!(c.allow[1].to_string(), "[::1]:5900");
         assert!(c.disable_remote_access);
+        assert_eq!(c.max_sessions, 3);
         assert_eq!(c.min_backoff, Duration::from_millis(500));
         assert_eq!(c.max_backoff, Duration::from_secs(60));
         let proxy = c.proxy.unwrap();
@@ -207,6 +224,8 @@ mod tests {
             (&["--proxy=socks5://p:1080"], "only http:// proxies"),
             (&["--ca-file=/nonexistent/ca.pem"], "--ca-file"),
             (&["--thing=t"], "given twice"),
+            (&["--max-sessions=0"], "--max-sessions must be from 1"),
+            (&["--max-sessions=many"], "many"),
             (&["--log-format=xml"], "xml"),
         ] {
             let mut args = base.to_vec();
@@ -234,6 +253,10 @@ mod tests {
             "--thing",
             "--allow",
             "--disable-remote-access",
+            "--max-sessions",
+            "THINGPORT_MAX_SESSIONS",
+            "[default: 64]",
+            "Properties/endpoints",
             "--ca-file",
             "--insecure",
             "--proxy",

@@ -8,6 +8,11 @@ use std::fmt;
 use std::time::Duration;
 use thingport_protocol::control;
 
+/// The default of `--max-sessions`.
+pub const DEFAULT_MAX_SESSIONS: usize = 64;
+/// The largest `--max-sessions` accepted.
+pub const MAX_MAX_SESSIONS: usize = 10_000;
+
 /// A configuration the agent cannot run with. The message names the flag and what to change.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -92,10 +97,15 @@ pub struct AgentConfig {
     pub app_key: AppKey,
     /// The Things to bind, in order, without duplicates.
     pub things: Vec<String>,
-    /// Endpoints remote sessions may reach (`--allow`); used by remote sessions (a later issue).
+    /// Endpoints remote sessions may reach (`--allow`). Empty: the endpoints the platform defines
+    /// for the ordering Thing (its `endpoints` property, read before each session).
     pub allow: Vec<Endpoint>,
-    /// Refuse every remote session (`--disable-remote-access`); used by remote sessions.
+    /// Refuse every remote session (`--disable-remote-access`).
     pub disable_remote_access: bool,
+    /// The most remote sessions that may run at once (`--max-sessions`); more are denied.
+    pub max_sessions: usize,
+    /// How long reading a Thing's `endpoints` property from the platform may take.
+    pub endpoints_timeout: Duration,
     pub tls: TlsOptions,
     /// The HTTP CONNECT proxy to reach the platform through, if any.
     pub proxy: Option<ProxyConfig>,
@@ -136,6 +146,8 @@ impl AgentConfig {
             things: things.into_iter().map(Into::into).collect(),
             allow: Vec::new(),
             disable_remote_access: false,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            endpoints_timeout: Duration::from_secs(5),
             tls: TlsOptions::default(),
             proxy: None,
             min_backoff: Duration::from_secs(1),
@@ -166,6 +178,12 @@ impl AgentConfig {
                     "--thing {thing:?} is given twice"
                 )));
             }
+        }
+        if !(1..=MAX_MAX_SESSIONS).contains(&self.max_sessions) {
+            return Err(ConfigError::new(format!(
+                "--max-sessions must be from 1 to {MAX_MAX_SESSIONS}, got {}",
+                self.max_sessions
+            )));
         }
         if self.min_backoff.is_zero() {
             return Err(ConfigError::new("--min-backoff must be greater than 0"));

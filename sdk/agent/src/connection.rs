@@ -1,7 +1,10 @@
 //! One open control channel: `hello`/`welcome`, binding the Things, answering the platform,
-//! pings and the idle timeout, and the close on shutdown.
+//! pings and the idle timeout, and the close on shutdown. Session orders are handed to
+//! [`Sessions`]; their answers come back through a queue the loop drains, so a slow endpoint
+//! check never holds up the channel.
 
 use crate::config::AgentConfig;
+use crate::session::Sessions;
 use crate::transport::Channel;
 use anyhow::{anyhow, Context as _};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -11,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thingport_protocol::control::{
     self, codes, encode, requests, AgentMessage, ErrorInfo, PlatformMessage,
 };
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -20,6 +24,8 @@ use tracing::{debug, error, info, trace, warn};
 /// How soon a bind refused as `UNAVAILABLE` (the platform could not check now) is tried again,
 /// at most.
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
+/// Answers of session orders waiting to be sent.
+const REPLY_QUEUE: usize = 64;
 
 /// How a connection ended.
 #[derive(Debug)]
@@ -54,24 +60,40 @@ enum Event {
     PingDue,
     Idle,
     RetryDue,
+    /// A late answer (to a session order) to send.
+    Reply(AgentMessage),
 }
 
 struct Connection<'a> {
     config: &'a AgentConfig,
+    sessions: &'a Sessions,
     ws: Channel,
+    /// Where session tasks send their answers; per connection, so an answer never reaches a
+    /// later connection (request ids are per connection).
+    replies: mpsc::Sender<AgentMessage>,
+    replies_rx: mpsc::Receiver<AgentMessage>,
     states: Vec<BindState>,
     next_id: u64,
     last_received: Instant,
 }
 
 /// Serves the channel until it is lost or `shutdown` resolves.
-pub async fn serve<F>(ws: Channel, config: &AgentConfig, shutdown: &mut Pin<&mut F>) -> Outcome
+pub async fn serve<F>(
+    ws: Channel,
+    config: &AgentConfig,
+    sessions: &Sessions,
+    shutdown: &mut Pin<&mut F>,
+) -> Outcome
 where
     F: Future<Output = ()>,
 {
+    let (replies, replies_rx) = mpsc::channel(REPLY_QUEUE);
     let mut conn = Connection {
         config,
+        sessions,
         ws,
+        replies,
+        replies_rx,
         states: vec![BindState::RetryAt(Instant::now()); config.things.len()],
         next_id: 1,
         last_received: Instant::now(),
@@ -169,6 +191,7 @@ impl Connection<'_> {
                 _ = ping.tick() => Event::PingDue,
                 _ = sleep_until(idle_at) => Event::Idle,
                 _ = sleep_until(retry_at.unwrap_or(idle_at)), if retry_at.is_some() => Event::RetryDue,
+                Some(reply) = self.replies_rx.recv() => Event::Reply(reply),
             };
             match event {
                 Event::Shutdown => {
@@ -191,6 +214,7 @@ impl Connection<'_> {
                     ));
                 }
                 Event::RetryDue => self.retry_due_binds().await?,
+                Event::Reply(reply) => self.send(&reply).await?,
             }
         }
     }
@@ -306,7 +330,22 @@ impl Connection<'_> {
                 name,
                 body,
             } => {
-                let answer = self.answer(&thing, &name, &body);
+                if name == requests::START_SESSION && self.is_bound(&thing) {
+                    debug!(id, %thing, %name, "request");
+                    match self.sessions.order(&thing, id, &body, self.replies.clone()) {
+                        Ok(()) => {} // answered once checked
+                        Err(error) => {
+                            self.send(&AgentMessage::Response {
+                                id,
+                                result: None,
+                                error: Some(error),
+                            })
+                            .await?;
+                        }
+                    }
+                    return Ok(());
+                }
+                let answer = self.answer(&thing, &name);
                 debug!(id, %thing, %name, ok = answer.is_ok(), "request");
                 let (result, error) = match answer {
                     Ok(result) => (Some(result), None),
@@ -314,6 +353,9 @@ impl Connection<'_> {
                 };
                 self.send(&AgentMessage::Response { id, result, error })
                     .await?;
+            }
+            PlatformMessage::Message { thing, name, body } if name == requests::END_SESSION => {
+                self.sessions.end(&thing, &body);
             }
             PlatformMessage::Message { thing, name, body } => {
                 debug!(%thing, %name, %body, "message from the platform");
@@ -326,19 +368,8 @@ impl Connection<'_> {
     }
 
     /// The answer to a request `name` for `thing`.
-    fn answer(
-        &self,
-        thing: &str,
-        name: &str,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value, ErrorInfo> {
-        let bound = self
-            .config
-            .things
-            .iter()
-            .zip(&self.states)
-            .any(|(t, s)| t == thing && *s == BindState::Bound);
-        if !bound {
+    fn answer(&self, thing: &str, name: &str) -> Result<serde_json::Value, ErrorInfo> {
+        if !self.is_bound(thing) {
             return Err(ErrorInfo::new(
                 codes::NOT_BOUND,
                 format!("Thing {thing:?} is not bound on this connection"),
@@ -352,17 +383,20 @@ impl Connection<'_> {
                     .unwrap_or(0);
                 Ok(serde_json::json!({ "agent": crate::AGENT_NAME_VERSION, "time": time }))
             }
-            requests::START_SESSION => {
-                let (order, url) = crate::session::accept(self.config, body)?;
-                info!(session = %order.session, %thing, "remote session ordered");
-                crate::session::spawn(self.config.clone(), order, url);
-                Ok(serde_json::json!({ "accepted": true }))
-            }
             other => Err(ErrorInfo::new(
                 codes::UNKNOWN_REQUEST,
                 format!("this agent does not know the request {other:?}"),
             )),
         }
+    }
+
+    /// Whether `thing` is bound on this connection.
+    fn is_bound(&self, thing: &str) -> bool {
+        self.config
+            .things
+            .iter()
+            .zip(&self.states)
+            .any(|(t, s)| t == thing && *s == BindState::Bound)
     }
 
     /// The index of the Thing whose pending bind has `id`.

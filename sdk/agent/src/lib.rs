@@ -3,15 +3,20 @@
 //! Things on it, and answers the platform's requests. It reconnects forever with backoff and
 //! jitter, through an HTTP CONNECT proxy and over TLS when configured.
 //!
+//! It also serves remote sessions ([`session`]): on the platform's order it attaches to a Global
+//! Access Server and carries the session's TCP connections to an endpoint it may reach
+//! (`--allow`, or by default the endpoints the platform defines for the Thing, see
+//! [`endpoints`]), until the platform, the GAS or the agent ends the session.
+//!
 //! [`run`] is the whole agent; the `thingport-agent` binary parses the command line
-//! ([`cli::Args`]), sets up logging and signals, and calls it, as the tests do. Not here yet:
-//! remote sessions (tunnels through a GAS), which will use [`AgentConfig::allow`] and
-//! [`AgentConfig::disable_remote_access`].
+//! ([`cli::Args`]), sets up logging and signals, and calls it, as the tests do. Not here: the
+//! tunnel multiplexer (`thingport_tunnel`) and the wire formats (`thingport_protocol`).
 
 pub mod backoff;
 pub mod cli;
 pub mod config;
 mod connection;
+pub mod endpoints;
 pub mod proxy;
 pub mod session;
 pub mod tls;
@@ -35,14 +40,29 @@ pub const AGENT_NAME_VERSION: &str = concat!("thingport-agent/", env!("CARGO_PKG
 
 /// Runs the agent until `shutdown` resolves: connects, binds, serves, and reconnects with
 /// backoff whenever the connection fails or is lost. Network and platform errors are logged
-/// and retried, never returned; an error means the configuration is unusable.
+/// and retried, never returned; an error means the configuration is unusable. At shutdown the
+/// remote sessions are ended too (their tunnels closed, "agent shutting down").
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
-    let tls = if config.url.tls {
-        Some(tls::client_config(&config.tls)?)
-    } else {
-        None
-    };
+    // One client configuration for the platform (https://) and for GASes (which may use TLS
+    // even when the platform does not).
+    let tls = tls::client_config(&config.tls)?;
+    let sessions = session::Sessions::new(config.clone(), tls.clone());
+    serve(&config, &tls, &sessions, shutdown).await;
+    sessions
+        .shutdown(config.close_timeout + Duration::from_secs(1))
+        .await;
+    info!("shut down");
+    Ok(())
+}
+
+/// The connect / serve / back off loop, until `shutdown` resolves.
+async fn serve(
+    config: &AgentConfig,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    sessions: &session::Sessions,
+    shutdown: impl Future<Output = ()>,
+) {
     if config.tls.insecure {
         warn!(
             "--insecure: TLS certificates are NOT verified; anyone on the path can impersonate \
@@ -65,10 +85,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         let outcome = async {
             let connected = tokio::select! {
                 _ = shutdown.as_mut() => return Outcome::Shutdown,
-                connected = transport::connect(&config, tls.as_ref()) => connected,
+                connected = transport::connect(config, Some(tls)) => connected,
             };
             match connected {
-                Ok(ws) => connection::serve(ws, &config, &mut shutdown).await,
+                Ok(ws) => connection::serve(ws, config, sessions, &mut shutdown).await,
                 Err(error) => Outcome::Lost {
                     error: error.into(),
                     welcomed_for: None,
@@ -79,10 +99,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         .await;
 
         let (error, welcomed_for) = match outcome {
-            Outcome::Shutdown => {
-                info!("shut down");
-                return Ok(());
-            }
+            Outcome::Shutdown => return,
             Outcome::Lost {
                 error,
                 welcomed_for,
@@ -103,10 +120,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             _ => warn!(error = %format!("{error:#}"), ?retry_in, "connection failed"),
         });
         tokio::select! {
-            _ = shutdown.as_mut() => {
-                info!("shut down");
-                return Ok(());
-            }
+            _ = shutdown.as_mut() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }

@@ -83,6 +83,24 @@ pub async fn open(
     up: Upgrade<'_>,
 ) -> Result<Channel, ConnectError> {
     let url = up.url;
+    let tcp = dial(config, url).await?;
+    tokio::time::timeout(config.handshake_timeout, async {
+        let io = secure(config, tcp, tls, url).await?;
+        handshake(io, up).await
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the handshake with {} did not finish within {:?}",
+            url.authority(),
+            config.handshake_timeout
+        )
+    })?
+}
+
+/// Connects by TCP to `url`'s host, or to the proxy when one is configured (within the
+/// connect timeout), with `TCP_NODELAY`.
+pub async fn dial(config: &AgentConfig, url: &PlatformUrl) -> anyhow::Result<TcpStream> {
     let (dial_host, dial_port, what) = match &config.proxy {
         Some(p) => (p.host.as_str(), p.port, format!("proxy {p}")),
         None => (url.host.as_str(), url.port, url.authority()),
@@ -100,40 +118,35 @@ pub async fn open(
     })?
     .with_context(|| format!("cannot connect to {what}"))?;
     let _ = tcp.set_nodelay(true);
-    tokio::time::timeout(config.handshake_timeout, handshake(config, tcp, tls, up))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the handshake with {} did not finish within {:?}",
-                url.authority(),
-                config.handshake_timeout
-            )
-        })?
+    Ok(tcp)
 }
 
-async fn handshake(
+/// Turns a connection from [`dial`] into a byte stream to `url`'s host: `CONNECT` through the
+/// proxy when one is configured, then TLS for `https://`. No timeout of its own.
+pub async fn secure(
     config: &AgentConfig,
     mut tcp: TcpStream,
     tls: Option<&Arc<ClientConfig>>,
-    up: Upgrade<'_>,
-) -> Result<Channel, ConnectError> {
-    let url = up.url;
+    url: &PlatformUrl,
+) -> anyhow::Result<Box<dyn Io>> {
     if let Some(proxy) = &config.proxy {
         crate::proxy::connect(&mut tcp, proxy, &url.authority()).await?;
     }
-    let io: Box<dyn Io> = if url.tls {
-        let tls = tls.context("no TLS configuration for an https:// platform")?;
-        let name = ServerName::try_from(url.host.clone())
-            .with_context(|| format!("{:?} is not a valid TLS server name", url.host))?;
-        let stream = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, tcp)
-            .await
-            .with_context(|| format!("TLS handshake with {} failed", url.authority()))?;
-        Box::new(stream)
-    } else {
-        Box::new(tcp)
-    };
+    if !url.tls {
+        return Ok(Box::new(tcp));
+    }
+    let tls = tls.context("no TLS configuration for an https:// URL")?;
+    let name = ServerName::try_from(url.host.clone())
+        .with_context(|| format!("{:?} is not a valid TLS server name", url.host))?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS handshake with {} failed", url.authority()))?;
+    Ok(Box::new(stream))
+}
 
+async fn handshake(io: Box<dyn Io>, up: Upgrade<'_>) -> Result<Channel, ConnectError> {
+    let url = up.url;
     let mut request = url
         .ws_url()
         .into_client_request()
@@ -199,7 +212,7 @@ fn upgrade_error(e: tungstenite::Error) -> ConnectError {
 
 /// The platform's explanation in an error body: the `error` (or `message`) field of a JSON
 /// object, else the text itself; shortened, on one line.
-fn server_message(body: &[u8]) -> Option<String> {
+pub(crate) fn server_message(body: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     if text.is_empty() {

@@ -88,6 +88,19 @@ impl PlatformUrl {
         }
     }
 
+    /// The path of a REST resource of the platform, `rest` following `…/Thingworx` (e.g.
+    /// `/Things/gw-1/Properties/endpoints` gives `/tp/Thingworx/Things/gw-1/Properties/endpoints`
+    /// for the prefix `/tp`).
+    pub fn rest_path(&self, rest: &str) -> String {
+        let suffix = control::PATH.rsplit_once('/').map_or("", |(_, last)| last);
+        let base = self
+            .path
+            .strip_suffix(suffix)
+            .and_then(|p| p.strip_suffix('/'))
+            .unwrap_or(&self.path);
+        format!("{base}{rest}")
+    }
+
     /// The WebSocket URL of the control channel: `ws(s)://host:port/…/Thingworx/WS`.
     pub fn ws_url(&self) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
@@ -157,6 +170,20 @@ mod tests {
         assert_eq!(ws("https://h/Thingworx/"), "wss://h:443/Thingworx/WS");
         assert_eq!(ws("https://h/Thingworx/WS"), "wss://h:443/Thingworx/WS");
         assert_eq!(ws("https://h/tp/Thingworx"), "wss://h:443/tp/Thingworx/WS");
+    }
+
+    #[test]
+    fn rest_paths_follow_the_prefix() {
+        let rest = |url: &str| {
+            PlatformUrl::parse(url)
+                .unwrap()
+                .rest_path("/Things/t/Properties/endpoints")
+        };
+        assert_eq!(rest("http://h"), "/Thingworx/Things/t/Properties/endpoints");
+        assert_eq!(
+            rest("https://h/tp/Thingworx/WS"),
+            "/tp/Thingworx/Things/t/Properties/endpoints"
+        );
     }
 
     #[test]

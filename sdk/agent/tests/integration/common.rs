@@ -1,7 +1,9 @@
 //! The test harness: an in-process fake platform (tokio-tungstenite server side, optionally
-//! behind TLS) that records what the agent does, an agent runner that captures its logs, and
-//! waits on conditions with deadlines.
+//! behind TLS, that also answers the REST read of a Thing's `endpoints` property) that records
+//! what the agent does, an agent runner that captures its logs, and waits on conditions with
+//! deadlines.
 
+use crate::rest::{self, Answer, Prefixed};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thingport_agent::{AgentConfig, AppKey};
 use thingport_protocol::control::{self, codes, encode, AgentMessage, PlatformMessage};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -34,6 +36,13 @@ pub struct Behaviour {
     pub refuse_code: String,
     pub send_welcome: bool,
     pub ping_interval_ms: u64,
+    /// The value of each Thing's `endpoints` property (an InfoTable), for
+    /// `GET /Thingworx/Things/{t}/Properties/endpoints`; a Thing not here answers 404.
+    pub endpoints: HashMap<String, serde_json::Value>,
+    /// Answer property reads with this status and `{"error": message}` instead.
+    pub endpoints_error: Option<(u16, String)>,
+    /// Never answer property reads (the connection stays open).
+    pub endpoints_hang: bool,
 }
 
 impl Default for Behaviour {
@@ -45,6 +54,9 @@ impl Default for Behaviour {
             refuse_code: codes::DISABLED.into(),
             send_welcome: true,
             ping_interval_ms: control::PING_INTERVAL_MS,
+            endpoints: HashMap::new(),
+            endpoints_error: None,
+            endpoints_hang: false,
         }
     }
 }
@@ -87,6 +99,25 @@ pub enum Event {
     Ended {
         conn: usize,
     },
+    /// A plain HTTP request (not an upgrade) and the status it was answered with.
+    Http {
+        method: String,
+        path: String,
+        app_key: Option<String>,
+        accept: Option<String>,
+        status: u16,
+    },
+}
+
+/// The `endpoints` property value with these `(name, host, port)` rows.
+pub fn endpoints(rows: &[(&str, &str, u16)]) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(name, host, port)| {
+            serde_json::json!({"name": name, "protocol": "TCP", "host": host, "port": port})
+        })
+        .collect();
+    serde_json::json!({"dataShape": {"fieldDefinitions": {}}, "rows": rows})
 }
 
 /// Something the test makes the platform do on one connection.
@@ -250,6 +281,14 @@ impl FakePlatform {
         .await
     }
 
+    /// The plain HTTP requests the platform answered.
+    pub fn http_requests(&self) -> Vec<Event> {
+        self.events()
+            .into_iter()
+            .filter(|e| matches!(e, Event::Http { .. }))
+            .collect()
+    }
+
     /// Waits for the response to request `id` on `conn`.
     pub async fn response(&self, conn: usize, id: u64) -> AgentMessage {
         self.wait_for(&format!("response {id} on #{conn}"), |events| {
@@ -265,9 +304,49 @@ impl FakePlatform {
     }
 }
 
+/// Reads a request head; a WebSocket upgrade goes on to the control channel, anything else is
+/// answered as a REST call ([`crate::rest`]).
+async fn serve<S>(mut stream: S, conn: usize, shared: &Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+        if head.len() > 64 * 1024 {
+            return;
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if text.contains("upgrade: websocket") {
+        let stream = Prefixed {
+            head,
+            at: 0,
+            inner: stream,
+        };
+        return serve_ws(stream, conn, shared).await;
+    }
+    let behaviour = shared.behaviour.lock().unwrap().clone();
+    match rest::answer(&head, &behaviour) {
+        Answer::Hang(event) => {
+            shared.push(event);
+            std::future::pending::<()>().await;
+        }
+        Answer::Respond(event, response) => {
+            shared.push(event);
+            let _ = stream.write_all(&response).await;
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
 // The handshake callback's error type is tungstenite's `ErrorResponse`, large by its nature.
 #[allow(clippy::result_large_err)]
-async fn serve<S>(stream: S, conn: usize, shared: &Shared)
+async fn serve_ws<S>(stream: S, conn: usize, shared: &Shared)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
