@@ -30,7 +30,7 @@ pub const RECOVERY_GRACE_MS: i64 = 60_000;
 /// The most sessions live at once (all GASes together).
 pub const MAX_LIVE: usize = 100_000;
 /// How long `StartSession` waits for the agent to accept the order.
-const ORDER_TIMEOUT_MS: i64 = 5_000;
+const ORDER_TIMEOUT_MS: i64 = 8_000;
 
 /// The validated `RemoteAccessSubsystem` settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
