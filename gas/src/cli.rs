@@ -92,10 +92,11 @@ pub struct Args {
     #[arg(long, env = "THINGPORT_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
 
-    /// The most concurrent sessions (paired or waiting for a side); reported to the platform
-    /// and enforced: a side of a new session beyond it is refused with 503.
+    /// The most concurrent sessions (paired or waiting for a side), 1..5000; reported to the
+    /// platform and enforced: a side of a new session beyond it is refused with 503. (Every
+    /// heartbeat lists the live sessions; run more GASes for more.)
     #[arg(long, env = "THINGPORT_CAPACITY", value_name = "N", default_value_t = crate::server::config::DEFAULT_CAPACITY,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub capacity: u32,
 
     /// At shutdown, how long live sessions may go on before they are ended (SHUTDOWN): 500ms,
@@ -220,6 +221,7 @@ mod tests {
         let base = ["--url=http://h", "--app-key=k", "--name=g"];
         for (extra, needle) in [
             (&["--capacity=0"][..], "capacity"),
+            (&["--capacity=5001"][..], "capacity"),
             (&["--listen=nowhere"], "--listen"),
             (&["--listen=0.0.0.0:1"], "--public-url is required"),
             (&["--public-url=ws://x"], "http:// or https://"),

@@ -364,3 +364,21 @@ async fn configuration_out_of_range_is_refused() {
         assert!(r.error().contains(field), "{}", r.text);
     }
 }
+
+#[tokio::test]
+async fn session_orders_cannot_be_sent_around_start_session() {
+    let site = Site::start(&["gw-1"]).await;
+    for name in ["startSession", "endSession"] {
+        site.admin
+            .call(
+                "Subsystems",
+                "ConnectionServicesSubsystem",
+                "SendMessage",
+                json!({"thingName": "gw-1", "name": name, "waitForReply": true,
+                       "body": {"session": "s", "gasUrl": "http://127.0.0.1:9", "credential": "v1.x.y",
+                                "endpoint": {"name": "e", "host": "127.0.0.1", "port": 22}}}),
+            )
+            .await
+            .expect_error(403, "reserved for RemoteAccessExtension");
+    }
+}

@@ -35,6 +35,11 @@ use thingport_sdk::{ok, service, Call, Connection, Error, Extension, Host, Value
 
 /// The subsystem carrying the egress services and the settings.
 pub const SUBSYSTEM: &str = "ConnectionServicesSubsystem";
+/// Messages only the platform may send (see `SendMessage`).
+const SESSION_ORDERS: [&str; 2] = [
+    control::requests::START_SESSION,
+    control::requests::END_SESSION,
+];
 /// The template every bindable Thing derives from (the host's).
 pub const REMOTE_THING: &str = "RemoteThing";
 /// The timer that writes `isConnected` / `lastConnection` changes.
@@ -137,6 +142,17 @@ impl Extension for ConnectionServices {
             "Ping" => ok(self.registry.ping(&call.entity)?),
             "SendMessage" => {
                 let input: SendMessageInput = call.params()?;
+                // Session orders carry credentials and name a GAS: only the platform itself
+                // (RemoteAccessExtension, through the host) may send them, never a REST caller,
+                // or a user with SendMessage could bypass StartSession's checks and audit.
+                let from_platform =
+                    call.caller.name == "System" && call.caller.source_ip == "local";
+                if SESSION_ORDERS.contains(&input.name.as_str()) && !from_platform {
+                    return Err(Error::forbidden(format!(
+                        "'{}' is reserved for RemoteAccessExtension: start sessions with StartSession on the Thing",
+                        input.name
+                    )));
+                }
                 let timeout = input
                     .timeout_ms
                     .unwrap_or(control::DEFAULT_REQUEST_TIMEOUT_MS as i32);

@@ -192,3 +192,27 @@ fn a_thing_disabled_while_bound_is_unbound_as_gone() {
     ));
     assert!(host.timers().contains_key("verify-bindings"));
 }
+
+#[test]
+fn session_orders_are_reserved_for_the_platform() {
+    let (_host, i) = setup();
+    for name in ["startSession", "endSession"] {
+        let e = i
+            .invoke(
+                "Subsystems",
+                "ConnectionServicesSubsystem",
+                "SendMessage",
+                json!({"thingName": "pump-1", "name": name, "body": {}}),
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.kind,
+            thingport_sdk::protocol::ErrorKind::Forbidden,
+            "{e:?}"
+        );
+        assert!(
+            e.error.contains("reserved for RemoteAccessExtension"),
+            "{e:?}"
+        );
+    }
+}

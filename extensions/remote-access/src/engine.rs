@@ -29,6 +29,12 @@ pub const GRANT_LIFETIME_MS: i64 = 60_000;
 pub const RECOVERY_GRACE_MS: i64 = 60_000;
 /// The most sessions live at once (all GASes together).
 pub const MAX_LIVE: usize = 100_000;
+/// Write-order stripes (see [`Engine::stripe`]).
+const STRIPES: usize = 64;
+/// The most sessions one GAS may declare it carries (a heartbeat lists them all).
+pub const MAX_CAPACITY: u32 = 5_000;
+/// The records of GAS owners (key: the GAS name): the user whose key registered it first.
+const GAS_OWNERS: &str = "gas-owners";
 /// How long `StartSession` waits for the agent to accept the order.
 const ORDER_TIMEOUT_MS: i64 = 8_000;
 
@@ -92,6 +98,9 @@ struct State {
 pub struct Engine {
     host: Host,
     state: Mutex<State>,
+    /// Per-session write order: a transition is decided and written under its session's stripe,
+    /// so a late non-terminal write can never land after the session's termination.
+    stripes: Vec<Mutex<()>>,
     settings: Mutex<Settings>,
     rng: SystemRandom,
 }
@@ -104,8 +113,29 @@ impl Engine {
         Engine {
             host,
             state: Mutex::new(State::default()),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             settings: Mutex::new(settings),
             rng: SystemRandom::new(),
+        }
+    }
+
+    /// The write-order lock of one session (lock order: stripe, then state).
+    fn stripe(&self, id: &str) -> MutexGuard<'_, ()> {
+        let mut h: usize = 0;
+        for b in id.bytes() {
+            h = h.wrapping_mul(31).wrapping_add(b as usize);
+        }
+        self.stripes[h % STRIPES]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes the live record of `id` as it is now, unless the session has ended meanwhile.
+    fn persist_live(&self, id: &str) {
+        let _order = self.stripe(id);
+        let record = self.state().live.get(id).map(|l| l.record.clone());
+        if let Some(record) = record {
+            self.persist(&record, None);
         }
     }
 
@@ -195,14 +225,29 @@ impl Engine {
                 ))
             })?
             .to_string();
-        if !(1..=1_000_000).contains(&input.capacity) {
+        if !(1..=MAX_CAPACITY).contains(&input.capacity) {
             return Err(Error::unprocessable(format!(
-                "capacity must be between 1 and 1000000, not {}",
+                "capacity must be between 1 and {MAX_CAPACITY}, not {}: run more GASes for more sessions",
                 input.capacity
             )));
         }
         if input.version.len() > 200 {
             return Err(Error::unprocessable("version is longer than 200 bytes"));
+        }
+        // A GAS name belongs to the user whose key registered it first: another key cannot take
+        // it over (and point its sessions elsewhere); an administrator can.
+        let owner = self
+            .host
+            .record_get(GAS_OWNERS, &input.name)?
+            .and_then(|v| v.get("user").and_then(Value::as_str).map(str::to_string));
+        let exists = self.host.describe_thing(&input.name).is_ok();
+        if let Some(owner) = owner.as_ref().filter(|_| exists) {
+            if *owner != caller.name && !caller.admin {
+                return Err(Error::forbidden(format!(
+                    "GAS '{}' was registered by another user: register under another --name, or have an administrator delete its Thing",
+                    input.name
+                )));
+            }
         }
         let created = match self.host.describe_thing(&input.name) {
             Ok(info) if info.templates.iter().any(|t| t == GAS_MODEL) => false,
@@ -237,6 +282,10 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
+        if owner.is_none() || created {
+            self.host
+                .record_put(GAS_OWNERS, &input.name, json!({"user": caller.name}), None)?;
+        }
         let mut key = vec![0u8; 32];
         self.rng
             .fill(&mut key)
@@ -332,7 +381,7 @@ impl Engine {
         }
         let now = now_ms();
         let mut endings: Endings = Vec::new();
-        let mut started: Vec<RemoteSession> = Vec::new();
+        let mut started: Vec<String> = Vec::new();
         let (reply, write_connected, count) = {
             let mut state = self.state();
             Self::check_registration(&state, &beat.name, &beat.registration)?;
@@ -351,7 +400,7 @@ impl Engine {
                         if s.paired && live.record.status != Status::Started {
                             live.record.status = Status::Started;
                             live.record.start_time.get_or_insert(now);
-                            started.push(live.record.clone());
+                            started.push(s.session.clone());
                         }
                     }
                     // Ended here (or never ours): the GAS must close it.
@@ -359,7 +408,7 @@ impl Engine {
                 }
             }
             let name = beat.name.clone();
-            let on_this: Vec<String> = state
+            let on_this: std::collections::HashSet<String> = state
                 .live
                 .iter()
                 .filter(|(_, l)| {
@@ -399,8 +448,8 @@ impl Engine {
             end.dedup();
             (proto::HeartbeatReply { end }, write_connected, count)
         };
-        for record in started {
-            self.persist(&record, None);
+        for id in started {
+            self.persist_live(&id);
         }
         let mut values = props(&[
             ("healthy", json!(beat.healthy)),
@@ -437,6 +486,7 @@ impl Engine {
             match report {
                 SessionReport::Attached { .. } => {}
                 SessionReport::Started { session } => {
+                    let _order = self.stripe(&session);
                     let record = {
                         let mut state = self.state();
                         match state.live.get_mut(&session) {
@@ -481,13 +531,11 @@ impl Engine {
                         continue;
                     }
                     let (cause, why) = map_end(&cause, role.as_deref(), &detail);
-                    self.terminate(
-                        &session,
-                        cause,
-                        &why,
-                        Some(bytes_up.saturating_add(bytes_down)),
-                        false,
-                    );
+                    let bytes = bytes_up.saturating_add(bytes_down);
+                    if !self.terminate(&session, cause, &why, Some(bytes), false) {
+                        // Ended meanwhile by EndSession or the sweep: keep the final count.
+                        self.final_bytes(&session, &reports.name, bytes);
+                    }
                 }
             }
         }
@@ -660,6 +708,7 @@ impl Engine {
             ))
         };
         let (client, agent) = (grant(Role::Client)?, grant(Role::Agent)?);
+        let order = self.stripe(&id);
         self.state().live.insert(
             id.clone(),
             Live {
@@ -675,6 +724,7 @@ impl Engine {
                 caller.name, caller.source_ip, endpoint.name
             )),
         );
+        drop(order);
         let order = self.host.invoke(
             "Subsystems",
             "ConnectionServicesSubsystem",
@@ -717,6 +767,7 @@ impl Engine {
                 Error::unavailable(format!("ERROR_STARTING_REMOTE_SESSION: {message}"))
             });
         }
+        let written = self.stripe(&id);
         let record = {
             let mut state = self.state();
             match state.live.get_mut(&id) {
@@ -741,6 +792,7 @@ impl Engine {
             )));
         };
         self.persist(&record, None);
+        drop(written);
         Ok(StartedSession {
             session: record,
             gas_url: Some(gas_url),
@@ -780,6 +832,7 @@ impl Engine {
         order_ends: bool,
     ) -> bool {
         let now = now_ms();
+        let order = self.stripe(id);
         let record = {
             let mut state = self.state();
             let Some(live) = state.live.remove(id) else {
@@ -818,6 +871,7 @@ impl Engine {
                 if detail.is_empty() { String::new() } else { format!(": {}", clip(detail)) }
             )),
         );
+        drop(order);
         self.host.info(format!(
             "session {id} of {} terminated: {}{}",
             record.agent_device,

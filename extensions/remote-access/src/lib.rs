@@ -364,7 +364,27 @@ impl Extension for RemoteAccess {
             }
             ("Things", "GetSessions") => {
                 if self.is_gas(thing) {
-                    ok(table(&e.gas_sessions(thing)))
+                    // Only the sessions of devices the caller can see.
+                    let mut visible: std::collections::HashMap<String, bool> = Default::default();
+                    let rows: Vec<RemoteSession> = e
+                        .gas_sessions(thing)
+                        .into_iter()
+                        .filter(|s| {
+                            call.caller.admin
+                                || *visible.entry(s.agent_device.clone()).or_insert_with(|| {
+                                    self.host
+                                        .check_permission(
+                                            &call.caller.name,
+                                            "Things",
+                                            &s.agent_device,
+                                            "Visible",
+                                            "",
+                                        )
+                                        .unwrap_or(false)
+                                })
+                        })
+                        .collect();
+                    ok(table(&rows))
                 } else {
                     ok(table(&e.device_sessions(thing)?))
                 }

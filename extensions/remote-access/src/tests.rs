@@ -373,3 +373,44 @@ fn settings_are_clamped_and_endpoints_checked() {
         assert!(ep(bad.clone()).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn another_key_cannot_take_a_gas_over_and_gas_listings_hide_invisible_devices() {
+    let (host, i, _) = setup(accept);
+    let gas_user = |name: &str| Caller {
+        name: name.into(),
+        admin: false,
+        source_ip: "192.0.2.9".into(),
+    };
+    let register = |who: &str, name: &str, capacity: u32| {
+        i.invoke_as(
+            gas_user(who),
+            "Things",
+            PROVIDER,
+            "RegisterServer",
+            json!({"name": name, "publicUrl": "https://g.example", "version": "t", "capacity": capacity}),
+        )
+    };
+    register("gas-a", "gas-1", 5).unwrap();
+    register("gas-a", "gas-1", 5).unwrap();
+    let e = register("gas-b", "gas-1", 5).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Forbidden, "{e:?}");
+    assert!(e.error.contains("registered by another user"), "{e:?}");
+    let e = register("gas-a", "gas-2", crate::engine::MAX_CAPACITY + 1).unwrap_err();
+    assert!(
+        e.error.contains("capacity must be between 1 and 5000"),
+        "{e:?}"
+    );
+
+    i.invoke("Things", "gas-1", "EnableForRemoteSessions", json!({}))
+        .unwrap();
+    let id = start(&i).unwrap()["sessionId"].clone();
+    let listed = |who: Caller| {
+        i.invoke_as(who, "Things", "gas-1", "GetSessions", json!({}))
+            .unwrap()["rows"]
+            .clone()
+    };
+    assert_eq!(listed(operator())[0]["sessionId"], id);
+    host.deny("operator", "gw-1", "Visible");
+    assert_eq!(listed(operator()), json!([]));
+}
