@@ -81,8 +81,27 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, role: &Role, bytes: Bytes) {
             let Role::Agent { dial } = role else {
                 return; // only the agent accepts streams
             };
-            if lock(&shared.streams).contains_key(&id) {
+            let (known, open) = {
+                let streams = lock(&shared.streams);
+                (streams.contains_key(&id), streams.len())
+            };
+            if known {
                 return reset(shared, id, "stream already open").await;
+            }
+            if open >= crate::MAX_STREAMS {
+                // Each stream is a socket on the gateway: a session cannot exhaust its file
+                // descriptors (and with them the agent's control channel and other sessions).
+                let _ = shared
+                    .send(reason_frame(
+                        Kind::OpenFailed,
+                        id,
+                        &format!(
+                            "too many connections in this session (at most {})",
+                            crate::MAX_STREAMS
+                        ),
+                    ))
+                    .await;
+                return;
             }
             let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
             let queued = Arc::new(AtomicU32::new(0));

@@ -38,6 +38,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 
+/// The most streams open at once in one session; the agent answers `OPEN_FAILED` beyond.
+pub const MAX_STREAMS: usize = 16_384;
 /// How long an `OPEN` may wait for `OPENED`.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued for the WebSocket writer.
