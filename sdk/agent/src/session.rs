@@ -47,8 +47,8 @@ pub const SHUTTING_DOWN: &str = "agent shutting down";
 /// How many of a Thing's endpoints a denial lists.
 const LISTED: usize = 8;
 
-/// The body of a `startSession` request.
-#[derive(Debug, Clone, Deserialize)]
+/// The body of a `startSession` request (its `Debug` leaves the credential out).
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionOrder {
     pub session: String,
@@ -57,6 +57,17 @@ pub struct SessionOrder {
     /// The agent side's credential for this session on that GAS.
     pub credential: String,
     pub endpoint: OrderEndpoint,
+}
+
+impl std::fmt::Debug for SessionOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionOrder")
+            .field("session", &self.session)
+            .field("gas_url", &self.gas_url)
+            .field("credential", &"<redacted>")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
