@@ -687,16 +687,26 @@ fn raise_open_files_limit() -> Result<FileLimit> {
 
 /// Uploads the package as `Administrator` and checks that it imported.
 async fn import_cse(addr: SocketAddr, admin_password: &str, library: &Path) -> Result<()> {
-    let boundary = "thingport-bench-boundary-5c2e";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cse.zip\"\r\nContent-Type: application/zip\r\n\r\n"
-    )
-    .into_bytes();
     let lib =
         std::fs::read(library).with_context(|| format!("cannot read {}", library.display()))?;
-    body.extend_from_slice(&thingport_e2e::packages::connection_services_package_of(
-        &lib,
-    ));
+    let package = thingport_e2e::packages::connection_services_package_of(&lib);
+    import_package(addr, admin_password, "CSE", package).await
+}
+
+/// Uploads an extension package (`what` names it in errors) as `Administrator`, as a browser
+/// would (multipart field `file`), and checks that it imported.
+pub(crate) async fn import_package(
+    addr: SocketAddr,
+    admin_password: &str,
+    what: &str,
+    package: Vec<u8>,
+) -> Result<()> {
+    let boundary = "thingport-bench-boundary-5c2e";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"package.zip\"\r\nContent-Type: application/zip\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&package);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let mut req: Request<Body> = Request::new(Full::new(Bytes::from(body)));
     *req.method_mut() = Method::POST;
@@ -714,17 +724,20 @@ async fn import_cse(addr: SocketAddr, admin_password: &str, library: &Path) -> R
         HeaderValue::from_str(&format!("multipart/form-data; boundary={boundary}"))?,
     );
     let mut conn = Conn::connect(addr).await?;
-    let (status, answer) = conn.send(req).await.context("setup: importing CSE")?;
+    let (status, answer) = conn
+        .send(req)
+        .await
+        .with_context(|| format!("setup: importing {what}"))?;
     ensure!(
         status == StatusCode::OK,
-        "setup: importing CSE answered {status}: {}",
+        "setup: importing {what} answered {status}: {}",
         snippet(&answer)
     );
     let v: Value = serde_json::from_slice(&answer)
         .with_context(|| format!("setup: the import answered {}", snippet(&answer)))?;
     ensure!(
         v["rows"][0]["extensionReportStatus"] == json!(0),
-        "setup: CSE was not imported: {}",
+        "setup: {what} was not imported: {}",
         snippet(&answer)
     );
     Ok(())

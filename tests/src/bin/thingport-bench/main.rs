@@ -10,7 +10,11 @@
 //!   the ConnectionServicesExtension: time to bind them all, server memory per connection, and
 //!   the fleet coming back after a server restart.
 //!
-//! Later subcommands (`tunnel`, ...) plug in beside `platform` in [`Command`].
+//! * `tunnel`: the remote-session tunnel (RAC → GAS → agent → target) with the real binaries:
+//!   bulk throughput and its CPU cost, round trips, new connections and new sessions, each
+//!   beside the direct loopback path measured in the same run.
+//!
+//! Later subcommands plug in beside these in [`Command`].
 //!
 //! Exit status: 0 when every measurement ran and every request was answered `200`, whether or not
 //! the figures meet their targets (a MISS is reported, not fatal: the machine is noisy); 1 when the
@@ -27,6 +31,7 @@ mod report;
 mod restartable;
 mod server;
 mod setup;
+mod tunnel;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -50,6 +55,9 @@ enum Command {
     /// Device control channels: 10,000 simulated agents bound to one server (connect time,
     /// server memory per connection), then a server restart (time until all are bound again).
     Control(control::ControlArgs),
+    /// Remote-session tunnel: bulk throughput, CPU per GiB, round trips, new connections and
+    /// StartSession → first byte through RAC → GAS → agent, beside direct loopback.
+    Tunnel(tunnel::TunnelArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +66,7 @@ fn main() -> ExitCode {
         Command::Platform(args) => run_async(args.client_threads as usize, platform::run(args)),
         Command::Extension(args) => extension::run(args),
         Command::Control(args) => run_async(args.client_threads as usize, control::run(args)),
+        Command::Tunnel(args) => run_async(2, tunnel::run(args)),
     };
     match result {
         Ok(outcome) if outcome.requests_failed == 0 => ExitCode::SUCCESS,
