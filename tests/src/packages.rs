@@ -183,3 +183,19 @@ pub async fn upload(client: &Client, bytes: Vec<u8>) -> Resp {
         )
         .await
 }
+
+/// The `AxedaCompatibilityExtension` 1.0.0 package (depends on CSE and RAE), from the workspace's
+/// build.
+pub fn axeda_compat_package() -> Vec<u8> {
+    let lib = std::fs::read(extension_library("axeda_compat")).expect("read extension library");
+    axeda_compat_package_of(&lib)
+}
+
+/// The same package around a given build of the library.
+pub fn axeda_compat_package_of(lib: &[u8]) -> Vec<u8> {
+    first_party_package(
+        lib,
+        "axeda_compat",
+        include_str!("../../extensions/axeda-compat/metadata.xml"),
+    )
+}
