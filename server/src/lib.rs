@@ -27,6 +27,16 @@ use std::sync::Arc;
 
 /// Opens the data directory, loads the model, bootstraps, and serves until `shutdown`.
 pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with_ready(config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` with the bound address once the server accepts requests (for
+/// embedders that listen on port 0, such as `thingport up`).
+pub async fn run_with_ready(
+    config: config::Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
     config.validate()?;
     let db_path = config.database_path()?;
     let _lock = lock_data_dir(&config.data_dir)?;
@@ -105,6 +115,7 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
     tracing::info!(%addr, tls = tls.is_some(), data_dir = %config.data_dir.display(), "thingport-server ready");
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
+    ready(addr);
     // WebSocket connections left hyper at their upgrade: they are closed (1001) when the
     // shutdown starts, alongside the drain of plain requests.
     let hub = exts.connections().clone();
