@@ -5,7 +5,8 @@
 //!   ([`crate::connect`]);
 //! - `things`, `sessions [THING]`, `end SESSION`, `audit [--category C]`: the remote access and
 //!   audit queries (`cli/admin.rs`);
-//! - `ext pack | keygen | pubkey | import | list | delete`: extension packages (`cli/ext.rs`).
+//! - `ext pack | keygen | pubkey | import | list | delete`: extension packages (`cli/ext.rs`);
+//! - `up`: the one-command demo ([`crate::up`]).
 //!
 //! Output is for people and simple scripts: results on stdout, warnings and logs on stderr
 //! (`connect --stdio` writes nothing but tunnel bytes on stdout). A failure is one line on
@@ -141,6 +142,30 @@ pub enum Command {
     /// Extension packages: pack, sign, import, list, delete.
     #[command(subcommand)]
     Ext(ExtCommand),
+
+    /// Run the whole platform as a demo, in this one process, until Ctrl-C.
+    ///
+    /// Starts the platform on --listen with its data (embedded SQLite) in --data-dir; imports
+    /// the bundled extensions, in order: ConnectionServicesExtension, RemoteAccessExtension and,
+    /// if its library was built, AxedaCompatibilityExtension (each packed from the library next
+    /// to this executable, or in --extensions-dir; one already installed in the same version is
+    /// kept); creates the users demo-gas-service and demo-device with fresh application keys;
+    /// runs the Global Access Server demo-gas (on a free loopback port) and enables it; creates
+    /// the Thing demo-gateway (a RemoteAccessibleThing) with the endpoint `echo` (a TCP echo
+    /// service this command runs) and, if something listens on 127.0.0.1:22, `ssh`; runs an
+    /// agent for demo-gateway; waits until it is connected; then prints the Administrator's
+    /// credentials, the commands to try, and the line `demo ready` on stdout. Progress goes to
+    /// stderr; the components log at --log's level (warn by default).
+    ///
+    /// The Administrator's password is generated on the first start and kept in
+    /// <data-dir>/demo-admin-password (mode 0600), so a later `thingport up` on the same data
+    /// directory works and prints it again. Ctrl-C or SIGTERM stops the agent, the GAS and the
+    /// platform, in that order, and exits 0.
+    ///
+    /// Build first: `cargo build --release --workspace`, then run `target/release/thingport up`.
+    /// Fails (exit 1) naming the problem when the port is taken, a library is missing, or the
+    /// data directory is locked by a running server. The server connection flags do not apply.
+    Up(crate::up::UpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +330,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Ext(command) => command,
         Command::Connect(args) => return connect_command(global, args),
+        Command::Up(args) => return crate::up::run(args),
         Command::Things { json } => {
             let connection = connect(global)?;
             let things = block_on(async { connection.things().await })?;
