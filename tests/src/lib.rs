@@ -20,6 +20,7 @@ mod agent;
 mod api;
 pub mod certs;
 mod client;
+pub mod clients;
 pub mod control;
 mod fixtures;
 pub mod fleet;
