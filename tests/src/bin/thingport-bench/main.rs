@@ -11,8 +11,10 @@
 //!   the fleet coming back after a server restart.
 //!
 //! * `tunnel`: the remote-session tunnel (RAC → GAS → agent → target) with the real binaries:
-//!   bulk throughput and its CPU cost, round trips, new connections and new sessions, each
-//!   beside the direct loopback path measured in the same run.
+//!   bulk throughput and its CPU cost, round trips, new connections and new sessions, bursts of
+//!   connections opened at once, 10,000 held open with the relays' memory per connection and
+//!   after, fairness, TLS on both legs, and `StartSession` calls per second, each beside the
+//!   direct loopback path (and `socat` when installed) measured in the same run.
 //!
 //! Later subcommands plug in beside these in [`Command`].
 //!
@@ -58,6 +60,10 @@ enum Command {
     /// Remote-session tunnel: bulk throughput, CPU per GiB, round trips, new connections and
     /// StartSession → first byte through RAC → GAS → agent, beside direct loopback.
     Tunnel(tunnel::TunnelArgs),
+    /// (Internal) the echo target of `tunnel`'s many-connection phases, as a process of its own
+    /// so that its sockets do not count against the tool's open-file limit.
+    #[command(hide = true)]
+    ManyEcho,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
         Command::Extension(args) => extension::run(args),
         Command::Control(args) => run_async(args.client_threads as usize, control::run(args)),
         Command::Tunnel(args) => run_async(2, tunnel::run(args)),
+        Command::ManyEcho => tunnel::many_echo_main(),
     };
     match result {
         Ok(outcome) if outcome.requests_failed == 0 => ExitCode::SUCCESS,

@@ -21,16 +21,29 @@
 //!    blocks of 100;
 //! 4. a new TCP connection to first echoed byte (connect, write 1 byte, read it back), direct and
 //!    tunnel alternating; through the tunnel that is a new stream in the open session;
-//! 5. `StartSession` → first echoed byte through a new session, in this process ([`session`]).
+//! 5. `StartSession` → first echoed byte through a new session, in this process ([`session`]);
+//! 6. fairness: a sibling connection's round trips in the bulk session, alone and beside bulk
+//!    transfers ([`fairness`]);
+//! 7. `--burst` connections opened at once through one session, and `--open` tunnelled
+//!    connections held open at once over `--open-sessions` sessions with the relays' memory per
+//!    connection, then their memory after all closed ([`many`]);
+//! 8. `StartSession` calls per second from concurrent operator connections ([`rate`]);
+//! 9. the one-hop `socat -b 131072` baseline when `socat` is installed ([`socat`]);
+//! 10. TLS on both legs: bulk and round trips through a second GAS serving `wss` ([`tls`]).
 //!
 //! Targets (`../shared/BENCHMARKS.md`) are reported PASS / MISS, not enforced: the machine is
 //! noisy. The tool fails (exit 1) only when something does not work: a child that does not
 //! start or dies, a byte that comes back wrong or short, a session that does not start.
 
+mod fairness;
+mod many;
+mod rate;
 mod report;
 mod session;
 mod site;
+mod socat;
 mod targets;
+mod tls;
 
 use crate::probe;
 use crate::report::Machine;
@@ -38,14 +51,14 @@ use crate::server::{self, ServerProcess};
 use crate::Outcome;
 use anyhow::{Context, Result};
 use clap::Args;
-use report::{Bulk, Cpu, Latency, Report, Settings};
+use report::{Bulk, Cpu, Latency, More, ProcMemory, Report, Settings};
 use serde_json::json;
 use site::{Api, ChildProc, DEVICE, GAS_NAME, OPERATOR};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use targets::{Echo, TargetServer};
+use targets::{Echo, ManyEcho, TargetServer};
 
-const MIB: u64 = 1024 * 1024;
+pub(crate) const MIB: u64 = 1024 * 1024;
 /// Round trips per block; direct and tunnel blocks alternate.
 const RTT_BLOCK: usize = 100;
 /// Round trips and connections before each measurement that are not counted.
@@ -77,6 +90,34 @@ pub struct TunnelArgs {
     /// Sessions started (after 2 not counted) [default: 50, --quick: 20].
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10_000))]
     pub sessions: Option<u64>,
+
+    /// Connections opened at once per burst [default: 1000, --quick: 200].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=20_000))]
+    pub burst: Option<u64>,
+
+    /// Tunnelled connections held open at the same time [default: 10000, --quick: 1000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub open: Option<u64>,
+
+    /// Sessions (one RAC each) the held-open connections are spread over.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=32))]
+    pub open_sessions: u64,
+
+    /// Concurrent operator connections calling StartSession + EndSession.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=48))]
+    pub start_rate_connections: u64,
+
+    /// StartSession + EndSession pairs of the rate phase [default: 5000, --quick: 1000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub start_rate_calls: Option<u64>,
+
+    /// Skip the socat baseline even when socat is installed.
+    #[arg(long)]
+    pub no_socat: bool,
+
+    /// Skip the TLS phase.
+    #[arg(long)]
+    pub no_tls: bool,
 
     /// Also write every figure to this file as JSON.
     #[arg(long, value_name = "FILE")]
@@ -129,10 +170,15 @@ impl Artefacts {
 struct Running {
     rac_echo: ChildProc,
     rac_bulk: ChildProc,
+    /// The sessions to the `many` endpoint (bursts and held-open connections).
+    rac_many: Vec<ChildProc>,
     agent: ChildProc,
     gas: ChildProc,
     server: ServerProcess,
     operator_password: String,
+    admin: Api,
+    url: String,
+    gas_key: String,
 }
 
 impl Running {
@@ -143,7 +189,23 @@ impl Running {
         self.gas.check_alive()?;
         self.agent.check_alive()?;
         self.rac_echo.check_alive()?;
+        for r in self.rac_many.iter_mut() {
+            r.check_alive()?;
+        }
         self.rac_bulk.check_alive()
+    }
+
+    /// The relays of the held-open connections: the `many` RACs, the GAS, the agent.
+    fn relays(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = self
+            .rac_many
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("RAC {}", i + 1), r.pid()))
+            .collect();
+        v.push(("GAS".into(), self.gas.pid()));
+        v.push(("agent".into(), self.agent.pid()));
+        v
     }
 
     /// A failed phase's error, with the reason when a child died (the usual cause of a broken
@@ -194,13 +256,30 @@ pub async fn run(args: TunnelArgs) -> Result<Outcome> {
             "warning: this thingport-bench is a debug build; its clients are slow. Use --release."
         );
     }
+    // This tool holds the client end of every held-open connection, the echo target (a child)
+    // the other; the children inherit the limit.
+    let (nofile_before, nofile) = many::raise_open_files(st.open as u64 + 4_096)?;
+    eprintln!("  open files: soft limit {nofile_before} → {nofile} (children inherit it)");
+    let certs = if args.no_tls {
+        None
+    } else {
+        match tls::make_certs() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("  TLS phase skipped: {e:#}");
+                None
+            }
+        }
+    };
     let echo = TargetServer::echo()?;
     let bulk = TargetServer::bulk()?;
-    let mut site = start_site(&art, &st, echo.addr, bulk.addr).await?;
+    let mut many_echo = spawn_many_echo()?;
+    let many_addr = many_echo.addr()?;
+    let mut site = start_site(&art, &st, &echo, &bulk, many_addr, certs.as_ref()).await?;
     let rac_echo = site.rac_echo.addr()?;
     let rac_bulk = site.rac_bulk.addr()?;
     eprintln!(
-        "  site up in {:.1} s: server {} (pid {}), GAS {} (pid {}), agent pid {}, RAC echo {rac_echo} (pid {}), RAC bulk {rac_bulk} (pid {})",
+        "  site up in {:.1} s: server {} (pid {}), GAS {} (pid {}), agent pid {}, RAC echo {rac_echo} (pid {}), RAC bulk {rac_bulk} (pid {}), {} RAC(s) for many connections",
         started.elapsed().as_secs_f64(),
         site.server.addr,
         site.server.pid(),
@@ -209,6 +288,7 @@ pub async fn run(args: TunnelArgs) -> Result<Outcome> {
         site.agent.pid(),
         site.rac_echo.pid(),
         site.rac_bulk.pid(),
+        site.rac_many.len(),
     );
 
     // A first pass through every path, not counted: checks that it works and warms it up.
@@ -220,13 +300,79 @@ pub async fn run(args: TunnelArgs) -> Result<Outcome> {
 
     let bulk_runs = measure_bulk(&mut site, &st, bulk.addr, rac_bulk).await;
     let bulk_runs = site.blame(bulk_runs).await?;
-    let rtt = measure_rtt(&st, echo.addr, rac_echo).await;
+    let rtt = measure_rtt("tunnel", &st, echo.addr, rac_echo).await;
     let (rtt_direct, rtt_tunnel, rtt_capped) = site.blame(rtt).await?;
-    let conn = measure_connect(&st, echo.addr, rac_echo).await;
+    let conn = measure_connect("tunnel", &st, echo.addr, rac_echo).await;
     let (conn_direct, conn_tunnel, conn_capped) = site.blame(conn).await?;
     let sessions = measure_sessions(&st, &mut site).await;
     let sessions = site.blame(sessions).await?;
 
+    let mut more = More::default();
+    let (n, (d, t)) = (st.fairness_round_trips, (bulk.addr, rac_bulk));
+    let fair = blocking(move || fairness::measure(d, t, n, cap)).await;
+    more.fairness = site.blame(fair).await?;
+    eprintln!(
+        "  fairness: sibling round trip p99 alone {:.0} µs, beside bulk {:.0} µs (bulk {:.0} MiB/s)",
+        more.fairness.tunnel_alone.p99_us,
+        more.fairness.tunnel_with_bulk.p99_us,
+        more.fairness.tunnel_bulk_mib_s
+    );
+
+    let idle = relay_memory(&site)?;
+    let burst = measure_burst(&st, many_addr, site.rac_many[0].addr()?).await;
+    more.burst = site.blame(burst).await?;
+    let target_limit = many_echo.open_files_limit().unwrap_or(u64::MAX);
+    let held = measure_many(&mut site, &st, nofile, target_limit, idle).await;
+    more.many = site.blame(held).await?;
+    many_echo.check_alive()?;
+
+    let rate = rate::measure(
+        site.server.addr,
+        &site.operator_password,
+        st.start_rate_connections,
+        st.start_rate_calls,
+        cap,
+        [site.server.pid(), site.gas.pid(), site.agent.pid()],
+    )
+    .await;
+    more.start_rate = site.blame(rate).await?;
+    eprintln!(
+        "  StartSession: {} calls in {:.1} s on {} connections: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
+        more.start_rate.calls,
+        more.start_rate.seconds,
+        more.start_rate.connections,
+        more.start_rate.per_second,
+        more.start_rate.start.p50_us / 1e3,
+        more.start_rate.start.p99_us / 1e3
+    );
+
+    match socat::find() {
+        _ if args.no_socat => more.socat_note = Some("skipped (--no-socat)".into()),
+        None => {
+            more.socat_note = Some("skipped: socat is not installed (apt-get install socat)".into())
+        }
+        Some(bin) => {
+            let r = measure_socat(&st, &bin, &echo, &bulk, many_addr).await;
+            more.socat = Some(site.blame(r).await?);
+        }
+    }
+
+    match &certs {
+        None if args.no_tls => more.tls_note = Some("skipped (--no-tls)".into()),
+        None => more.tls_note = Some("skipped: no certificate (openssl failed, see above)".into()),
+        Some(c) => more.tls = Some(tls::measure(&mut site, &art, &st, c).await?),
+    }
+
+    let mut logs = vec![
+        ("server".to_string(), site.server.log_lines()),
+        ("gas".to_string(), site.gas.log_lines()),
+        ("agent".to_string(), site.agent.log_lines()),
+        ("rac echo".to_string(), site.rac_echo.log_lines()),
+        ("rac bulk".to_string(), site.rac_bulk.log_lines()),
+    ];
+    for (i, r) in site.rac_many.iter().enumerate() {
+        logs.push((format!("rac many {}", i + 1), r.log_lines()));
+    }
     let report = Report::new(
         st,
         Machine::probe(),
@@ -236,13 +382,8 @@ pub async fn run(args: TunnelArgs) -> Result<Outcome> {
         [conn_direct, conn_tunnel],
         conn_capped,
         sessions,
-        [
-            ("server", site.server.log_lines()),
-            ("gas", site.gas.log_lines()),
-            ("agent", site.agent.log_lines()),
-            ("rac echo", site.rac_echo.log_lines()),
-            ("rac bulk", site.rac_bulk.log_lines()),
-        ],
+        more,
+        &logs,
         started.elapsed().as_secs_f64(),
     );
     report::print(&report);
@@ -254,11 +395,283 @@ pub async fn run(args: TunnelArgs) -> Result<Outcome> {
     Ok(Outcome { requests_failed: 0 })
 }
 
+/// `thingport-bench many-echo`: runs [`ManyEcho`], prints `listening on ADDR`, and serves until
+/// it is killed (or its parent dies: `PR_SET_PDEATHSIG`).
+#[allow(unsafe_code)]
+pub fn many_echo_main() -> Result<Outcome> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and changes only this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    many::raise_open_files(1 << 20)?;
+    let server = ManyEcho::start()?;
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", server.addr)?;
+        out.flush()?;
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Starts `thingport-bench many-echo` (this executable) as a child.
+fn spawn_many_echo() -> Result<ChildProc> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    ChildProc::spawn(
+        "the many-connection echo target",
+        &exe,
+        &["many-echo"],
+        &[],
+        true,
+    )
+}
+
+/// Resident memory (KiB) of each relay of the held-open connections.
+fn relay_memory(site: &Running) -> Result<Vec<(String, u64)>> {
+    site.relays()
+        .into_iter()
+        .map(|(name, pid)| Ok((name, probe::memory(pid)?.vm_rss_kib)))
+        .collect()
+}
+
+/// `--burst` connections at once, direct and through the first `many` session, alternating.
+async fn measure_burst(
+    st: &Settings,
+    direct: std::net::SocketAddr,
+    tunnel: std::net::SocketAddr,
+) -> Result<[report::Burst; 2]> {
+    let (mut d, mut t) = (Vec::new(), Vec::new());
+    for _ in 0..st.bursts {
+        for (addr, runs) in [(direct, &mut d), (tunnel, &mut t)] {
+            runs.push(many::burst(addr, st.burst).await);
+            // Lets the closed connections go before the next burst.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let b = [many::pool("direct", &d), many::pool("tunnel", &t)];
+    for b in &b {
+        eprintln!(
+            "  burst {}: {} of {} succeeded, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} over 1 s, {} SYN retransmits, {} listen overflows{}",
+            b.path,
+            b.succeeded,
+            b.attempted,
+            b.latency.p50_us / 1e3,
+            b.latency.p99_us / 1e3,
+            b.latency.max_us / 1e3,
+            b.over_1s,
+            b.syn_retrans,
+            b.listen_overflows,
+            b.errors.first().map(|e| format!("; first error: {e}")).unwrap_or_default()
+        );
+    }
+    Ok(b)
+}
+
+/// `--open` connections held open over the `many` sessions; memory idle, with all open, and
+/// after all closed (waiting, bounded, for each relay to come back within 10% of idle).
+async fn measure_many(
+    site: &mut Running,
+    st: &Settings,
+    own_limit: u64,
+    target_limit: u64,
+    idle: Vec<(String, u64)>,
+) -> Result<report::Many> {
+    let addrs: Vec<std::net::SocketAddr> = site
+        .rac_many
+        .iter()
+        .map(ChildProc::addr)
+        .collect::<Result<_>>()?;
+    let k = addrs.len() as u64;
+    let mut limits = vec![
+        ("thingport-bench".to_string(), own_limit),
+        ("echo target".to_string(), target_limit),
+    ];
+    let lim = |c: &ChildProc| c.open_files_limit().unwrap_or(u64::MAX);
+    for (i, r) in site.rac_many.iter().enumerate() {
+        limits.push((format!("RAC {}", i + 1), lim(r)));
+    }
+    limits.push(("GAS".into(), lim(&site.gas)));
+    limits.push(("agent".into(), lim(&site.agent)));
+    let rac_min = site.rac_many.iter().map(lim).min().unwrap_or(u64::MAX);
+    // Headroom per process for its other descriptors (logs, the platform, the WebSockets).
+    let allowed = [
+        st.open as u64,
+        rac_min.saturating_sub(64).saturating_mul(k),
+        lim(&site.agent).saturating_sub(256),
+        own_limit.saturating_sub(1_024),
+        target_limit.saturating_sub(1_024),
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(0) as usize;
+    let limit_note = (allowed < st.open).then(|| {
+        let l: Vec<String> = limits.iter().map(|(n, l)| format!("{n} {l}")).collect();
+        format!(
+            "the open-file limits ({}) allow {allowed} of the {} connections asked for",
+            l.join(", "),
+            st.open
+        )
+    });
+    if let Some(n) = &limit_note {
+        eprintln!("  note: {n}");
+    }
+    let deadline = Instant::now() + st.cap();
+    let mut held = many::open_many(&addrs, allowed, 256, deadline).await;
+    let echoed = many::echo_again(&mut held, 256, Instant::now() + st.cap()).await;
+    site.check_alive()?;
+    let open = relay_memory(site)?;
+    eprintln!(
+        "  held open: {} of {allowed} in {:.1} s ({} failed), {echoed} echoed again; relays' VmRSS {} KiB → {} KiB",
+        held.open.len(),
+        held.seconds,
+        held.failed,
+        idle.iter().map(|p| p.1).sum::<u64>(),
+        open.iter().map(|p| p.1).sum::<u64>()
+    );
+    let opened = held.open.len();
+    let (failed, errors, open_seconds) = (held.failed, held.errors.clone(), held.seconds);
+    drop(held);
+    let t = Instant::now();
+    let wait = Duration::from_secs_f64(st.memory_wait_seconds);
+    let mut after = relay_memory(site)?;
+    loop {
+        let back = idle
+            .iter()
+            .zip(&after)
+            .all(|(i, a)| a.1 as f64 <= i.1 as f64 * 1.10);
+        if back || t.elapsed() > wait {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = relay_memory(site)?;
+    }
+    let processes: Vec<ProcMemory> = idle
+        .iter()
+        .zip(&open)
+        .zip(&after)
+        .map(|((i, o), a)| ProcMemory {
+            name: i.0.clone(),
+            idle_kib: i.1,
+            open_kib: o.1,
+            after_kib: a.1,
+        })
+        .collect();
+    let grown: i64 = processes
+        .iter()
+        .map(|p| p.open_kib as i64 - p.idle_kib as i64)
+        .sum();
+    let m = report::Many {
+        requested: st.open,
+        attempted: allowed,
+        limit_note,
+        open_files_limits: limits,
+        sessions: addrs.len(),
+        opened,
+        failed,
+        echoed_again: echoed,
+        open_seconds,
+        errors,
+        per_connection_kib: grown as f64 / opened.max(1) as f64,
+        processes,
+        after_wait_cap_seconds: st.memory_wait_seconds,
+        after_waited_seconds: t.elapsed().as_secs_f64(),
+    };
+    site.check_alive()?;
+    Ok(m)
+}
+
+/// The `socat -b 131072` one-hop baseline: bulk, round trip, new connection and a burst.
+async fn measure_socat(
+    st: &Settings,
+    bin: &Path,
+    echo: &TargetServer,
+    bulk: &TargetServer,
+    many_echo: std::net::SocketAddr,
+) -> Result<report::Socat> {
+    let (b, e, m) = (bin.to_path_buf(), echo.addr, many_echo);
+    let bulk_addr = bulk.addr;
+    let (mut s_bulk, s_echo, s_many) = blocking(move || {
+        Ok((
+            socat::Socat::start(&b, bulk_addr)?,
+            socat::Socat::start(&b, e)?,
+            socat::Socat::start(&b, m)?,
+        ))
+    })
+    .await?;
+    let (len, cap) = (st.bulk_bytes, st.cap());
+    let via = s_bulk.addr;
+    let warm = len.min(32 * MIB);
+    blocking(move || targets::bulk_transfer(via, warm, true, cap)).await?;
+    let gib = len as f64 / (1024.0 * MIB as f64);
+    let mut runs = Vec::new();
+    for repeat in 1..=st.side_repeat {
+        for up in [true, false] {
+            let d = blocking(move || targets::bulk_transfer(bulk_addr, len, up, cap)).await?;
+            let before = s_bulk.cpu_seconds();
+            let t = blocking(move || targets::bulk_transfer(via, len, up, cap)).await?;
+            let cpu = (s_bulk.cpu_seconds() - before) / gib;
+            s_bulk.check_alive()?;
+            let r = report::SocatRun {
+                repeat,
+                direction: if up { "up" } else { "down" },
+                direct_mib_s: len as f64 / MIB as f64 / d.as_secs_f64(),
+                socat_mib_s: len as f64 / MIB as f64 / t.as_secs_f64(),
+                socat_cpu_s_per_gib: cpu,
+            };
+            eprintln!(
+                "  socat bulk {:<4} run {}  direct {:>7.0} MiB/s  socat {:>7.0} MiB/s ({:>3.0}%)  CPU s/GiB {:.2}",
+                r.direction,
+                repeat,
+                r.direct_mib_s,
+                r.socat_mib_s,
+                100.0 * r.socat_mib_s / r.direct_mib_s,
+                r.socat_cpu_s_per_gib
+            );
+            runs.push(r);
+        }
+    }
+    let (rd, rs, _) = measure_rtt("socat", st, echo.addr, s_echo.addr).await?;
+    let (cd, cs, _) = measure_connect("socat", st, echo.addr, s_echo.addr).await?;
+    let mut bursts = Vec::new();
+    for _ in 0..st.bursts {
+        bursts.push(many::burst(s_many.addr, st.burst).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let burst = many::pool("socat", &bursts);
+    let med = |up: bool, f: fn(&report::SocatRun) -> f64| {
+        crate::platform::median(
+            runs.iter()
+                .filter(|r| (r.direction == "up") == up)
+                .map(f)
+                .collect(),
+        )
+    };
+    Ok(report::Socat {
+        version: socat::version(bin),
+        direct_mib_s: [
+            med(true, |r| r.direct_mib_s),
+            med(false, |r| r.direct_mib_s),
+        ],
+        socat_mib_s: [med(true, |r| r.socat_mib_s), med(false, |r| r.socat_mib_s)],
+        cpu_s_per_gib: crate::platform::median(
+            runs.iter().map(|r| r.socat_cpu_s_per_gib).collect(),
+        ),
+        round_trip: [rd, rs],
+        new_connection: [cd, cs],
+        burst,
+        runs,
+    })
+}
+
 async fn start_site(
     art: &Artefacts,
     st: &Settings,
-    echo: std::net::SocketAddr,
-    bulk: std::net::SocketAddr,
+    echo: &TargetServer,
+    bulk: &TargetServer,
+    many_echo: std::net::SocketAddr,
+    certs: Option<&tls::Certs>,
 ) -> Result<Running> {
     let admin_password = format!("bench-admin-{}-Pw-0123456789", std::process::id());
     let server = ServerProcess::start(&art.server, &admin_password, &st.server_log)?;
@@ -269,7 +682,12 @@ async fn start_site(
     let rae = thingport_e2e::packages::remote_access_package_of(&read(&art.rae)?);
     crate::control::import_package(addr, &admin_password, "RAE", rae).await?;
     let admin = Api::new(addr, "Administrator", &admin_password)?;
-    let creds = site::create(&admin, echo, bulk).await?;
+    let endpoints = [
+        ("echo", echo.addr),
+        ("bulk", bulk.addr),
+        ("many", many_echo),
+    ];
+    let creds = site::create(&admin, &endpoints).await?;
     let url = format!("http://{addr}");
     let log: Vec<&str> = match &st.child_log {
         Some(f) => vec!["--log", f.as_str()],
@@ -299,6 +717,11 @@ async fn start_site(
 
     let mut args = vec!["--url", url.as_str(), "--thing", DEVICE];
     args.extend(["--min-backoff", "200ms", "--max-backoff", "2s"]);
+    let ca = certs.map(|c| c.ca.to_string_lossy().into_owned());
+    if let Some(ca) = &ca {
+        // For the TLS phase's GAS; the platform stays plain.
+        args.extend(["--ca-file", ca.as_str()]);
+    }
     args.extend(&log);
     let mut agent = ChildProc::spawn(
         "thingport-agent",
@@ -327,13 +750,20 @@ async fn start_site(
     };
     let rac_echo = rac("echo")?;
     let rac_bulk = rac("bulk")?;
+    let rac_many = (0..st.open_sessions)
+        .map(|_| rac("many"))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Running {
         rac_echo,
         rac_bulk,
+        rac_many,
         agent,
         gas,
         server,
         operator_password: creds.operator_password,
+        admin,
+        gas_key: creds.gas_key,
+        url,
     })
 }
 
@@ -377,6 +807,7 @@ async fn measure_bulk(
 
 /// Ping-pong on one connection per path, in alternating blocks.
 async fn measure_rtt(
+    via: &str,
     st: &Settings,
     direct: std::net::SocketAddr,
     tunnel: std::net::SocketAddr,
@@ -406,7 +837,7 @@ async fn measure_rtt(
     })
     .await?;
     eprintln!(
-        "  round trips: {} direct, {} tunnel{}",
+        "  round trips: {} direct, {} {via}{}",
         d.len(),
         t.len(),
         capped_note(capped)
@@ -416,6 +847,7 @@ async fn measure_rtt(
 
 /// New connections to first echoed byte, direct and tunnel alternating.
 async fn measure_connect(
+    via: &str,
     st: &Settings,
     direct: std::net::SocketAddr,
     tunnel: std::net::SocketAddr,
@@ -439,7 +871,7 @@ async fn measure_connect(
     })
     .await?;
     eprintln!(
-        "  new connections: {} direct, {} tunnel{}",
+        "  new connections: {} direct, {} {via}{}",
         d.len(),
         t.len(),
         capped_note(capped)

@@ -72,14 +72,14 @@ impl Operator {
 
     /// A connection that the server has not closed for idleness (it does after 10 s): opened
     /// before any clock starts.
-    async fn ready(&mut self) -> Result<()> {
+    pub async fn ready(&mut self) -> Result<()> {
         if self.conn.is_none() || self.used.elapsed() > Duration::from_secs(5) {
             self.conn = Some(Conn::connect(self.addr).await?);
         }
         Ok(())
     }
 
-    async fn call(&mut self, service: &str, body: Value) -> Result<Value> {
+    pub async fn call(&mut self, service: &str, body: Value) -> Result<Value> {
         let path = format!(
             "/Thingworx/Things/{}/Services/{service}",
             super::site::DEVICE

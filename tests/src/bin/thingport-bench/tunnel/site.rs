@@ -145,6 +145,17 @@ impl ChildProc {
         lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
     }
 
+    /// The soft limit of open files of the running child (`/proc/PID/limits`), if readable.
+    pub fn open_files_limit(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).ok()?;
+        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+        let soft = line["Max open files".len()..].split_whitespace().next()?;
+        if soft == "unlimited" {
+            return Some(u64::MAX);
+        }
+        soft.parse().ok()
+    }
+
     pub fn log_lines(&self) -> usize {
         std::fs::read_to_string(&self.log)
             .map(|t| t.lines().count())
@@ -285,8 +296,8 @@ pub struct Credentials {
 }
 
 /// Everything of the site but the children, as `Administrator` (CSE and RAE already imported):
-/// users, keys, grants, the device and its endpoints `echo` and `bulk`.
-pub async fn create(admin: &Api, echo: SocketAddr, bulk: SocketAddr) -> Result<Credentials> {
+/// users, keys, grants, the device and its `endpoints` (name, address).
+pub async fn create(admin: &Api, endpoints: &[(&str, SocketAddr)]) -> Result<Credentials> {
     let secret = |what: &str| format!("Bench-{what}-{}-Pw-0123456789", std::process::id());
     let provider = "GASRemoteAccessProvider";
     admin
@@ -348,7 +359,7 @@ pub async fn create(admin: &Api, echo: SocketAddr, bulk: SocketAddr) -> Result<C
             json!({"type": "Read", "principal": OPERATOR, "principalType": "User", "allow": true}),
         )
         .await?;
-    let rows: Vec<Value> = [("echo", echo), ("bulk", bulk)]
+    let rows: Vec<Value> = endpoints
         .iter()
         .map(|(n, a)| json!({"name": n, "protocol": "TCP", "host": a.ip().to_string(), "port": a.port()}))
         .collect();

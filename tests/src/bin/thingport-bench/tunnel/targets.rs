@@ -3,8 +3,11 @@
 //!
 //! * the **echo** server writes back whatever it reads;
 //! * the **bulk** server takes a 9-byte request: `U` + length (it reads that many bytes, checks
-//!   them against the pattern, and answers the count it read and `1` if every byte matched) or
-//!   `D` + length (it writes that many bytes of the pattern, then closes).
+//!   them against the pattern, and answers the count it read and `1` if every byte matched),
+//!   `D` + length (it writes that many bytes of the pattern, then closes) or `E` (from then on it
+//!   echoes, so that a sibling connection of a bulk transfer can ping through the same session);
+//! * the **many** server ([`ManyEcho`]) echoes too, but on an event loop of its own with a deep
+//!   accept backlog (4,096), for thousands of connections at once.
 //!
 //! Both run a blocking thread per connection (the leanest server for one connection at a time: no
 //! event loop between the socket and the copy). Every socket has a read and a write timeout, so
@@ -142,6 +145,7 @@ fn bulk(mut s: TcpStream) -> std::io::Result<()> {
             send(&mut s, len, None)?;
             s.shutdown(Shutdown::Write)
         }
+        b'E' => echo(s),
         _ => Err(ErrorKind::InvalidData.into()),
     }
 }
@@ -260,6 +264,15 @@ impl Echo {
         })
     }
 
+    /// A connection to the bulk server at `addr` switched to echo (request `E`).
+    pub fn connect_bulk(addr: SocketAddr) -> Result<Self> {
+        let mut e = Self::connect(addr)?;
+        let mut req = [0u8; 9];
+        req[0] = b'E';
+        e.s.write_all(&req).context("ping: the echo request")?;
+        Ok(e)
+    }
+
     /// One 64-byte round trip (the payload differs each time and must come back unchanged).
     pub fn round_trip(&mut self) -> Result<Duration> {
         self.seq += 1;
@@ -291,4 +304,98 @@ pub fn connect_first_byte(addr: SocketAddr, byte: u8) -> Result<Duration> {
     let took = t.elapsed();
     ensure!(back[0] == byte, "connect: the echo came back changed");
     Ok(took)
+}
+
+/// The echo server for many connections at once: a current-thread Tokio runtime on a thread of
+/// its own, a listening socket with a 4,096-deep accept backlog, 2 KiB of buffer per connection.
+/// Dropping it stops the runtime, which closes every connection.
+pub struct ManyEcho {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ManyEcho {
+    pub fn start() -> Result<Self> {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("bench-many-echo".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let bound = (|| {
+                        let socket = tokio::net::TcpSocket::new_v4()?;
+                        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+                        socket.listen(4096)
+                    })();
+                    let listener = match bound {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = addr_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = addr_tx.send(listener.local_addr());
+                    let accept = async {
+                        loop {
+                            let Ok((s, _)) = listener.accept().await else {
+                                // Out of descriptors, most likely: wait instead of spinning.
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            };
+                            tokio::spawn(async move {
+                                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                                let mut s = s;
+                                let _ = s.set_nodelay(true);
+                                let mut buf = [0u8; 2048];
+                                loop {
+                                    match s.read(&mut buf).await {
+                                        Ok(0) | Err(_) => return,
+                                        Ok(n) => {
+                                            if s.write_all(&buf[..n]).await.is_err() {
+                                                return;
+                                            }
+                                        }
+                                    }
+                                }
+                            });
+                        }
+                    };
+                    tokio::select! {
+                        _ = stopped => {}
+                        _ = accept => {}
+                    }
+                });
+            })?;
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("the many-connection echo server did not start")?
+            .context("cannot bind the many-connection echo server")?;
+        Ok(ManyEcho {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ManyEcho {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
