@@ -117,7 +117,7 @@ impl Live<'_> {
         let mut tunnel: TunnelTask = tokio::spawn(tunnel);
         match &opts.local {
             Local::Listen(addr) => {
-                let listener = match TcpListener::bind(addr.as_str()).await {
+                let listener = match listen(addr).await {
                     Ok(l) => l,
                     Err(e) => {
                         let e = anyhow::Error::new(e).context(format!("cannot listen on {addr}"));
@@ -171,6 +171,31 @@ impl Live<'_> {
 }
 
 /// Accepts local connections forever, each carried as its own stream.
+/// The local listener, with a deep accept queue (4,096; tokio's default is 128): a client that
+/// opens many connections at once (a VNC viewer, a load test) must not see SYNs dropped and
+/// retried after a second.
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(4096)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
 async fn accept_loop(listener: TcpListener, mux: Mux) {
     loop {
         match listener.accept().await {
