@@ -24,6 +24,9 @@ use tracing::{debug, info, warn, Instrument as _};
 /// Pending connections the kernel queues before `accept` (a burst must not be dropped).
 const BACKLOG: u32 = 4096;
 
+/// Bytes of frames gathered before a send while more are queued.
+const WRITE_BUFFER: usize = 128 * 1024;
+
 /// Binds a listening socket with a deep accept backlog (4,096).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -291,10 +294,11 @@ impl Relay {
     fn ws_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.config.read_buffer_size)
-            .write_buffer_size(0)
-            // With `write_buffer_size` 0 the buffer holds at most the frame being written and a
-            // control frame; this only bounds a misbehaving case.
-            .max_write_buffer_size(4 * MAX_MESSAGE)
+            // The writer feeds everything queued and flushes once: a burst is one send.
+            .write_buffer_size(WRITE_BUFFER)
+            // The buffer holds at most that plus the frame being written and a control frame;
+            // this only bounds a misbehaving case.
+            .max_write_buffer_size(WRITE_BUFFER + 4 * MAX_MESSAGE)
             .max_message_size(Some(MAX_MESSAGE))
             .max_frame_size(Some(MAX_MESSAGE))
     }

@@ -34,7 +34,6 @@ use thingport_tunnel::{Dial, Mux, Role};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::instrument::WithSubscriber as _;
 use tracing::{debug, info, warn, Instrument as _};
 
@@ -387,11 +386,8 @@ impl Sessions {
         let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {}", order.credential)) else {
             return Ended::Unreachable("the credential is not a valid header value".into());
         };
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(64 * 1024)
-            .write_buffer_size(0)
-            .max_message_size(Some(tunnel::MAX_FRAME))
-            .max_frame_size(Some(tunnel::MAX_FRAME));
+        // The tunnel's own settings (frames batched until the multiplexer flushes).
+        let ws_config = thingport_tunnel::websocket_config();
         let upgrade = Upgrade {
             url,
             headers: vec![("Authorization", bearer)],

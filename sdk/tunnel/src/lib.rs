@@ -11,8 +11,9 @@
 //!
 //! Per stream: one task, a 64 KiB read into a fresh frame buffer (the header is written in front
 //! of the payload, so a frame is built without copying the payload), `DATA` only while the peer
-//! has granted credit, `CREDIT` after each write to the local socket. One writer task owns the
-//! WebSocket's sink; the reader dispatches frames to streams. Locks guard only map updates.
+//! has granted credit, `CREDIT` once a quarter window was written to the local socket. One
+//! writer task owns the WebSocket's sink and sends what is queued together; the reader
+//! dispatches frames to streams. Locks guard only map updates.
 //!
 //! Not here: opening the WebSocket (TLS, proxies, credentials) and what a session means to the
 //! platform; the caller does those and hands over a connected WebSocket.
@@ -30,12 +31,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use stream::{pump, Credit, StreamState};
-use thingport_protocol::tunnel::{reason_frame, write_frame, Kind, HEADER_LEN};
+use thingport_protocol::tunnel::{reason_frame, write_frame, Kind, HEADER_LEN, MAX_FRAME};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 
 /// The most streams open at once in one session; the agent answers `OPEN_FAILED` beyond.
@@ -48,6 +50,21 @@ const WRITE_QUEUE: usize = 64;
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// The longest reason a close frame holds (a control frame's 125 bytes less the code).
 const MAX_CLOSE_REASON: usize = 123;
+
+/// The WebSocket settings of a tunnel, for both ends: frames up to [`MAX_FRAME`]; frames are
+/// gathered in a write buffer and sent together when the multiplexer flushes (it flushes
+/// whenever its queue is empty, so nothing waits); reads of up to 64 KiB.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(64 * 1024)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + 4 * MAX_FRAME)
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME))
+}
+
+/// Bytes of frames gathered before a send when more are queued.
+const WRITE_BUFFER: usize = 128 * 1024;
 
 /// Which end of the session this is.
 #[derive(Clone)]
@@ -203,20 +220,42 @@ impl Mux {
         let (mut sink, mut source) = ws.split();
         let run = async move {
             let writer = async {
+                // Everything queued is written together and flushed once: with a WebSocket
+                // write buffer ([`websocket_config`]) a burst of frames is one send.
                 while let Some(m) = out_rx.recv().await {
-                    sink.send(m).await.map_err(TunnelError::WebSocket)?;
+                    sink.feed(m).await.map_err(TunnelError::WebSocket)?;
+                    while let Ok(m) = out_rx.try_recv() {
+                        sink.feed(m).await.map_err(TunnelError::WebSocket)?;
+                    }
+                    sink.flush().await.map_err(TunnelError::WebSocket)?;
                 }
                 let _ = sink.close().await;
                 Ok::<Option<Closed>, TunnelError>(None)
             };
             let reader = async {
+                // The idle deadline is one timer, re-armed lazily when it fires (not a timer per
+                // message).
+                let idle = options.idle_timeout;
+                let mut last = Instant::now();
+                let silence = tokio::time::sleep(idle.unwrap_or_default());
+                tokio::pin!(silence);
                 loop {
-                    let next = match options.idle_timeout {
-                        Some(idle) => tokio::time::timeout(idle, source.next())
-                            .await
-                            .map_err(|_| TunnelError::Idle(idle))?,
-                        None => source.next().await,
+                    let next = tokio::select! {
+                        biased;
+                        next = source.next() => next,
+                        () = &mut silence, if idle.is_some() => {
+                            let idle = idle.unwrap_or_default();
+                            let quiet_until = last + idle;
+                            if Instant::now() >= quiet_until {
+                                return Err(TunnelError::Idle(idle));
+                            }
+                            silence.as_mut().reset(quiet_until);
+                            continue;
+                        }
                     };
+                    if idle.is_some() {
+                        last = Instant::now();
+                    }
                     let Some(m) = next else {
                         return Ok(None);
                     };

@@ -12,6 +12,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
+/// Consumed bytes gathered before they are granted back with a `CREDIT`.
+const CREDIT_BATCH: u32 = INITIAL_WINDOW / 4;
+
 /// Send credit of one stream: bytes the peer has allowed us to send.
 pub(crate) struct Credit {
     avail: AtomicU32,
@@ -101,19 +104,30 @@ where
         }
     };
     let downstream = async {
+        // Credit is returned in batches of at least `CREDIT_BATCH` bytes (the sender keeps at
+        // least three quarters of its window meanwhile), and for everything written at once:
+        // small exchanges then cost no `CREDIT` frame each way.
+        let mut consumed = 0u32;
         while let Some(payload) = inbound.recv().await {
             wr.write_all(&payload).await?;
+            let mut n = payload.len() as u32;
+            while let Ok(more) = inbound.try_recv() {
+                wr.write_all(&more).await?;
+                n += more.len() as u32;
+            }
             // A no-op for sockets; buffered writers (stdout) must pass the bytes on now.
             wr.flush().await?;
-            let n = payload.len() as u32;
             queued.fetch_sub(n, Ordering::AcqRel);
-            shared
-                .out
-                .send(Message::Binary(Bytes::copy_from_slice(&credit_frame(
-                    id, n,
-                ))))
-                .await
-                .map_err(|_| TunnelError::Closed)?;
+            consumed += n;
+            if consumed >= CREDIT_BATCH {
+                let frame = credit_frame(id, consumed);
+                consumed = 0;
+                shared
+                    .out
+                    .send(Message::Binary(Bytes::copy_from_slice(&frame)))
+                    .await
+                    .map_err(|_| TunnelError::Closed)?;
+            }
         }
         // FIN from the peer: half-close the local socket.
         wr.shutdown().await?;

@@ -80,14 +80,10 @@ impl GasUrl {
     }
 }
 
-/// The WebSocket limits of a tunnel (as the agent's): frames up to [`tunnel::MAX_FRAME`], every
-/// send flushed at once.
+/// The WebSocket limits of a tunnel (the multiplexer's): frames up to [`tunnel::MAX_FRAME`],
+/// queued frames sent together.
 fn websocket_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(64 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(tunnel::MAX_FRAME))
-        .max_frame_size(Some(tunnel::MAX_FRAME))
+    thingport_tunnel::websocket_config()
 }
 
 /// Opens the client side's tunnel WebSocket to `gas` with `credential`.
