@@ -5,13 +5,10 @@
 use super::config::{GasConfig, PlatformTls, PlatformUrl};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::StatusCode;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{self, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::CertificateDer;
+use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::sync::Arc;
 use std::time::Duration;
 use thingport_protocol::gas::{
     Heartbeat, HeartbeatReply, RegisterServer, Registration, SessionReports, HEARTBEAT,
@@ -253,102 +250,20 @@ fn result<T: DeserializeOwned>(service: &'static str, body: &[u8]) -> Result<Opt
         .map_err(|e| bad(format!("result: {e}")))
 }
 
-/// The rustls configuration for an `https://` platform: ring, the webpki roots plus
-/// `--ca-file`, and with `--insecure` a verifier that accepts any certificate.
+/// The rustls configuration for an `https://` platform (`thingport-tls`: ring, the webpki roots
+/// plus `--ca-file`, and with `--insecure` a verifier that accepts any certificate).
 fn client_tls(options: &PlatformTls) -> anyhow::Result<ClientConfig> {
-    let provider = Arc::new(crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in &options.extra_roots {
-        roots.add(cert.clone())?;
-    }
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    if options.insecure {
-        config
-            .dangerous()
-            .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
-    }
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(thingport_tls::client_config(
+        &options.extra_roots,
+        options.insecure,
+    )?)
 }
 
 /// Reads every certificate of a PEM file (`--ca-file`) and checks each is a usable root.
 pub fn load_ca_file(
     path: &std::path::Path,
 ) -> Result<Vec<CertificateDer<'static>>, super::ConfigError> {
-    use super::ConfigError;
-    use rustls::pki_types::pem::PemObject;
-    let shown = path.display();
-    let bytes = std::fs::read(path)
-        .map_err(|e| ConfigError::new(format!("--ca-file {shown}: cannot read it: {e}")))?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError::new(format!("--ca-file {shown}: not valid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(ConfigError::new(format!(
-            "--ca-file {shown}: holds no CERTIFICATE block"
-        )));
-    }
-    let mut store = RootCertStore::empty();
-    for cert in &certs {
-        store.add(cert.clone()).map_err(|e| {
-            ConfigError::new(format!("--ca-file {shown}: unusable certificate: {e}"))
-        })?;
-    }
-    Ok(certs)
-}
-
-/// `--insecure`: accepts any certificate for any name, but still checks the handshake
-/// signatures.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    thingport_tls::load_ca_file(path).map_err(super::ConfigError::new)
 }
 
 #[cfg(test)]

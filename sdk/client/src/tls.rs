@@ -3,11 +3,7 @@
 //! `http/1.1`, and the `--insecure` verifier (development only) that accepts any certificate.
 
 use anyhow::Context as _;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{self, CryptoProvider};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::ClientConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,89 +16,16 @@ pub struct TlsOptions {
     pub insecure: bool,
 }
 
-/// Builds the client configuration from the options, reading `--ca-file`.
+/// Builds the client configuration from the options, reading `--ca-file` (`thingport-tls`:
+/// ring, the webpki roots plus the file's certificates, the `--insecure` verifier).
 pub fn client_config(options: &TlsOptions) -> anyhow::Result<Arc<ClientConfig>> {
-    let provider = Arc::new(crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &options.ca_file {
-        let shown = path.display();
-        let bytes =
-            std::fs::read(path).with_context(|| format!("--ca-file {shown}: cannot read it"))?;
-        let certs = CertificateDer::pem_slice_iter(&bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("--ca-file {shown}: not valid PEM: {e}"))?;
-        if certs.is_empty() {
-            anyhow::bail!("--ca-file {shown}: holds no CERTIFICATE block");
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| anyhow::anyhow!("--ca-file {shown}: unusable certificate: {e}"))?;
-        }
-    }
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("failed to set up TLS")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    if options.insecure {
-        config
-            .dangerous()
-            .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
-    }
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let extra = match &options.ca_file {
+        Some(path) => thingport_tls::load_ca_file(path).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let config =
+        thingport_tls::client_config(&extra, options.insecure).context("failed to set up TLS")?;
     Ok(Arc::new(config))
-}
-
-/// `--insecure`: accepts any certificate for any name, but still checks the handshake
-/// signatures so the session keys belong to whoever presented the certificate.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
