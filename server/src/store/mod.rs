@@ -3,6 +3,12 @@
 //! The store is write-through: the platform first commits a batch of [`Write`]s in one
 //! transaction, then applies the same change to the in-memory model. Queries use `$n`
 //! placeholders and portable SQL so the same text runs on PostgreSQL (see docs/architecture.md).
+//!
+//! Writes go through one writer task (group commit): the batches waiting when it is free are
+//! committed together in one transaction, each in its own savepoint, so a batch that fails rolls
+//! back alone while the others commit. Each caller is answered only once its batch is durable
+//! (`synchronous = FULL`), so durability is unchanged; what changes is that concurrent writers
+//! share one fsync instead of queueing for SQLite's write lock (whose busy handler sleeps).
 
 use crate::audit::{AuditEntry, AuditQuery, Category};
 use crate::model::entities::EntityKind;
@@ -10,7 +16,14 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Row, SqlitePool};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most caller batches one group commit takes.
+const GROUP_MAX: usize = 256;
+/// Batches waiting for the writer before `apply` waits for room.
+const WRITER_QUEUE: usize = 4_096;
 
 /// A storage failure. Never shown to API clients (they get a generic 500).
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +38,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database query failed")]
     Query(#[from] sqlx::Error),
+    /// The group commit a batch was part of failed as a whole (nothing of it was written).
+    #[error("database commit failed")]
+    Commit(#[source] Arc<sqlx::Error>),
+    #[error("the database writer has stopped")]
+    WriterStopped,
     #[error("failed to start the password hashing threads")]
     Io(#[source] std::io::Error),
     #[error("stored {kind} '{name}' is corrupt")]
@@ -142,6 +160,14 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    writer: mpsc::Sender<Pending>,
+}
+
+/// One caller's batch, waiting for the writer.
+#[derive(Debug)]
+struct Pending {
+    writes: Vec<Write>,
+    done: oneshot::Sender<Result<(), StoreError>>,
 }
 
 fn now() -> i64 {
@@ -170,7 +196,9 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        let (writer, queue) = mpsc::channel(WRITER_QUEUE);
+        tokio::spawn(write_loop(pool.clone(), queue));
+        Ok(Store { pool, writer })
     }
 
     pub async fn close(&self) {
@@ -209,172 +237,18 @@ impl Store {
         Ok(snap)
     }
 
-    /// Commits a batch of writes atomically.
+    /// Commits a batch of writes atomically; returns once it is durable.
     pub async fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let ts = now();
-        for w in writes {
-            match w {
-                Write::PutEntity { kind, name, body } => {
-                    sqlx::query(
-                        "INSERT INTO entities (kind, name, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-                         ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                    )
-                    .bind(kind.as_str())
-                    .bind(name)
-                    .bind(body.to_string())
-                    .bind(ts)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Write::DeleteEntity { kind, name } => {
-                    for sql in [
-                        "DELETE FROM entities WHERE kind = $1 AND name = $2",
-                        "DELETE FROM acls WHERE kind = $1 AND name = $2",
-                    ] {
-                        sqlx::query(sql)
-                            .bind(kind.as_str())
-                            .bind(name)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-                Write::PutAcl {
-                    kind,
-                    name,
-                    body,
-                    empty,
-                } => {
-                    if *empty {
-                        sqlx::query("DELETE FROM acls WHERE kind = $1 AND name = $2")
-                            .bind(kind.as_str())
-                            .bind(name)
-                            .execute(&mut *tx)
-                            .await?;
-                    } else {
-                        sqlx::query(
-                            "INSERT INTO acls (kind, name, body, updated_at) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                        )
-                        .bind(kind.as_str())
-                        .bind(name)
-                        .bind(body.to_string())
-                        .bind(ts)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                Write::PutValue {
-                    thing,
-                    property,
-                    value,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO property_values (thing, property, value, updated_at) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (thing, property) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    )
-                    .bind(thing)
-                    .bind(property)
-                    .bind(value.to_string())
-                    .bind(ts)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Write::DeleteValue { thing, property } => {
-                    sqlx::query("DELETE FROM property_values WHERE thing = $1 AND property = $2")
-                        .bind(thing)
-                        .bind(property)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Write::DeleteValues { thing } => {
-                    sqlx::query("DELETE FROM property_values WHERE thing = $1")
-                        .bind(thing)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Write::PutPackage {
-                    name,
-                    version,
-                    sha256,
-                    installed_by,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO extension_packages (name, version, sha256, installed_at, installed_by) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (name) DO UPDATE SET version = excluded.version, sha256 = excluded.sha256, \
-                         installed_at = excluded.installed_at, installed_by = excluded.installed_by",
-                    )
-                    .bind(name)
-                    .bind(version)
-                    .bind(sha256)
-                    .bind(ts)
-                    .bind(installed_by)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Write::DeletePackage { name } => {
-                    for sql in [
-                        "DELETE FROM extension_packages WHERE name = $1",
-                        "DELETE FROM extension_records WHERE package = $1",
-                    ] {
-                        sqlx::query(sql).bind(name).execute(&mut *tx).await?;
-                    }
-                }
-                Write::PutRecord {
-                    package,
-                    collection,
-                    key,
-                    value,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO extension_records (package, collection, key, value, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (package, collection, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    )
-                    .bind(package)
-                    .bind(collection)
-                    .bind(key)
-                    .bind(value.to_string())
-                    .bind(ts)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Write::DeleteRecord {
-                    package,
-                    collection,
-                    key,
-                } => {
-                    sqlx::query(
-                        "DELETE FROM extension_records WHERE package = $1 AND collection = $2 AND key = $3",
-                    )
-                    .bind(package)
-                    .bind(collection)
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Write::Audit {
-                    principal,
-                    category,
-                    entity,
-                    message,
-                    source_ip,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO audit_log (ts, principal, category, entity, message, source_ip) VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(ts)
-                    .bind(principal)
-                    .bind(category.as_str())
-                    .bind(entity)
-                    .bind(message)
-                    .bind(source_ip)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        let (done, answer) = oneshot::channel();
+        let pending = Pending {
+            writes: writes.to_vec(),
+            done,
+        };
+        self.writer
+            .send(pending)
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// One extension record's value.
@@ -484,5 +358,318 @@ impl Store {
             });
         }
         Ok(out)
+    }
+}
+
+/// The writer task: takes the batches waiting, commits them together, answers each.
+async fn write_loop(pool: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    while queue.recv_many(&mut group, GROUP_MAX).await > 0 {
+        match commit_group(&pool, &group).await {
+            Ok(outcomes) => {
+                for (p, outcome) in group.drain(..).zip(outcomes) {
+                    let _ = p.done.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batches = group.len(), "a group commit failed; nothing of it was written");
+                let e = Arc::new(e);
+                for p in group.drain(..) {
+                    let _ = p.done.send(Err(StoreError::Commit(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Commits `group` in one transaction, each batch in a savepoint: the outcome of each batch, or
+/// the error that failed the whole transaction.
+async fn commit_group(
+    pool: &SqlitePool,
+    group: &[Pending],
+) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    if let [only] = group {
+        // One batch: the transaction is its savepoint.
+        if let Err(e) = write_all(&mut tx, &only.writes).await {
+            tx.rollback().await?;
+            return Ok(vec![Err(StoreError::Query(e))]);
+        }
+        outcomes.push(Ok(()));
+    } else {
+        for p in group {
+            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+            match write_all(&mut savepoint, &p.writes).await {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    outcomes.push(Ok(()));
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    outcomes.push(Err(StoreError::Query(e)));
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Runs `writes` on `conn` (inside a transaction or savepoint).
+async fn write_all(conn: &mut sqlx::SqliteConnection, writes: &[Write]) -> Result<(), sqlx::Error> {
+    let ts = now();
+    for w in writes {
+        match w {
+            Write::PutEntity { kind, name, body } => {
+                sqlx::query(
+                    "INSERT INTO entities (kind, name, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                     ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                )
+                .bind(kind.as_str())
+                .bind(name)
+                .bind(body.to_string())
+                .bind(ts)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Write::DeleteEntity { kind, name } => {
+                for sql in [
+                    "DELETE FROM entities WHERE kind = $1 AND name = $2",
+                    "DELETE FROM acls WHERE kind = $1 AND name = $2",
+                ] {
+                    sqlx::query(sql)
+                        .bind(kind.as_str())
+                        .bind(name)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+            Write::PutAcl {
+                kind,
+                name,
+                body,
+                empty,
+            } => {
+                if *empty {
+                    sqlx::query("DELETE FROM acls WHERE kind = $1 AND name = $2")
+                        .bind(kind.as_str())
+                        .bind(name)
+                        .execute(&mut *conn)
+                        .await?;
+                } else {
+                    sqlx::query(
+                        "INSERT INTO acls (kind, name, body, updated_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                    )
+                    .bind(kind.as_str())
+                    .bind(name)
+                    .bind(body.to_string())
+                    .bind(ts)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            Write::PutValue {
+                thing,
+                property,
+                value,
+            } => {
+                sqlx::query(
+                    "INSERT INTO property_values (thing, property, value, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (thing, property) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(thing)
+                .bind(property)
+                .bind(value.to_string())
+                .bind(ts)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Write::DeleteValue { thing, property } => {
+                sqlx::query("DELETE FROM property_values WHERE thing = $1 AND property = $2")
+                    .bind(thing)
+                    .bind(property)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Write::DeleteValues { thing } => {
+                sqlx::query("DELETE FROM property_values WHERE thing = $1")
+                    .bind(thing)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Write::PutPackage {
+                name,
+                version,
+                sha256,
+                installed_by,
+            } => {
+                sqlx::query(
+                    "INSERT INTO extension_packages (name, version, sha256, installed_at, installed_by) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (name) DO UPDATE SET version = excluded.version, sha256 = excluded.sha256, \
+                     installed_at = excluded.installed_at, installed_by = excluded.installed_by",
+                )
+                .bind(name)
+                .bind(version)
+                .bind(sha256)
+                .bind(ts)
+                .bind(installed_by)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Write::DeletePackage { name } => {
+                for sql in [
+                    "DELETE FROM extension_packages WHERE name = $1",
+                    "DELETE FROM extension_records WHERE package = $1",
+                ] {
+                    sqlx::query(sql).bind(name).execute(&mut *conn).await?;
+                }
+            }
+            Write::PutRecord {
+                package,
+                collection,
+                key,
+                value,
+            } => {
+                sqlx::query(
+                    "INSERT INTO extension_records (package, collection, key, value, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (package, collection, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(package)
+                .bind(collection)
+                .bind(key)
+                .bind(value.to_string())
+                .bind(ts)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Write::DeleteRecord {
+                package,
+                collection,
+                key,
+            } => {
+                sqlx::query(
+                    "DELETE FROM extension_records WHERE package = $1 AND collection = $2 AND key = $3",
+                )
+                .bind(package)
+                .bind(collection)
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Write::Audit {
+                principal,
+                category,
+                entity,
+                message,
+                source_ip,
+            } => {
+                sqlx::query(
+                    "INSERT INTO audit_log (ts, principal, category, entity, message, source_ip) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(ts)
+                .bind(principal)
+                .bind(category.as_str())
+                .bind(entity)
+                .bind(message)
+                .bind(source_ip)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str) -> Write {
+        Write::PutRecord {
+            package: "p".into(),
+            collection: "c".into(),
+            key: key.into(),
+            value: Value::from(key),
+        }
+    }
+
+    /// Concurrent batches are committed in groups; one that fails rolls back alone, whole, and
+    /// the others of its group are written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_batch_rolls_back_alone_in_a_group_commit() {
+        let dir = std::env::temp_dir().join(format!(
+            "thingport-store-group-{}-{}",
+            std::process::id(),
+            now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open_file(&dir.join("db.sqlite")).await.unwrap();
+        // Any audit line for the entity "boom" fails its statement.
+        sqlx::query(
+            "CREATE TRIGGER boom BEFORE INSERT ON audit_log WHEN NEW.entity = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let audit = |entity: &str| Write::Audit {
+            principal: "tester".into(),
+            category: Category::Entity,
+            entity: entity.into(),
+            message: "m".into(),
+            source_ip: "127.0.0.1".into(),
+        };
+        // Another connection holds the write lock while the batches queue, so that they are
+        // committed as one group (the first alone, waiting for the lock; then the other 199).
+        let mut blocker = store.pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            let writes = if i == 100 {
+                // A record first, then the failing audit: neither may remain.
+                vec![record("bad"), audit("boom")]
+            } else {
+                vec![record(&format!("k{i}")), audit("fine")]
+            };
+            tasks.push(tokio::spawn(async move { store.apply(&writes).await }));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.writer.max_capacity() - store.writer.capacity() < 199 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the batches did not queue"
+            );
+            tokio::task::yield_now().await;
+        }
+        sqlx::query("COMMIT").execute(&mut *blocker).await.unwrap();
+        drop(blocker);
+        for (i, t) in tasks.into_iter().enumerate() {
+            let r = t.await.unwrap();
+            assert_eq!(r.is_err(), i == 100, "batch {i}: {r:?}");
+        }
+        assert_eq!(store.record("p", "c", "bad").await.unwrap(), None);
+        for i in [0, 99, 101, 199] {
+            let key = format!("k{i}");
+            assert_eq!(
+                store.record("p", "c", &key).await.unwrap(),
+                Some(Value::from(key.as_str()))
+            );
+        }
+        let audits: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(audits, 199);
+        // A failing batch alone (a group of one) is refused the same way.
+        assert!(store.apply(&[record("bad"), audit("boom")]).await.is_err());
+        assert_eq!(store.record("p", "c", "bad").await.unwrap(), None);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
