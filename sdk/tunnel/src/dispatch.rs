@@ -58,7 +58,7 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, role: &Role, bytes: Bytes) {
             }
         }
         Kind::Reset => {
-            if let Some(mut e) = lock(&shared.streams).remove(&id) {
+            if let Some(mut e) = shared.remove(id) {
                 e.cancel.notify_one();
                 if let Some(o) = e.opened.take() {
                     let _ = o.send(Err(frame.reason()));
@@ -152,7 +152,7 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, role: &Role, bytes: Bytes) {
 }
 
 pub(crate) async fn reset(shared: &Arc<Shared>, id: u32, why: &str) {
-    if let Some(e) = lock(&shared.streams).remove(&id) {
+    if let Some(e) = shared.remove(id) {
         e.cancel.notify_one();
     }
     let _ = shared.send(reason_frame(Kind::Reset, id, why)).await;
