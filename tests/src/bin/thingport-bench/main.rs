@@ -16,6 +16,9 @@
 //!   after, fairness, TLS on both legs, and `StartSession` calls per second, each beside the
 //!   direct loopback path (and `socat` when installed) measured in the same run.
 //!
+//! * `all`: the four above in turn, the one command for every figure (full runs: about 8 minutes;
+//!   `--quick`: about a minute with a release build).
+//!
 //! Later subcommands plug in beside these in [`Command`].
 //!
 //! Exit status: 0 when every measurement ran and every request was answered `200`, whether or not
@@ -36,7 +39,10 @@ mod setup;
 mod tunnel;
 
 use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 /// Benchmarks for Thingport, run against real binaries on loopback.
 #[derive(Debug, Parser)]
@@ -60,6 +66,9 @@ enum Command {
     /// Remote-session tunnel: bulk throughput, CPU per GiB, round trips, new connections and
     /// StartSession → first byte through RAC → GAS → agent, beside direct loopback.
     Tunnel(tunnel::TunnelArgs),
+    /// Every benchmark in turn (platform, extension, control, tunnel) with their default settings:
+    /// the one command for every figure of docs/benchmarks.md.
+    All(AllArgs),
     /// (Internal) the echo target of `tunnel`'s many-connection phases, as a process of its own
     /// so that its sockets do not count against the tool's open-file limit.
     #[command(hide = true)]
@@ -73,6 +82,7 @@ fn main() -> ExitCode {
         Command::Extension(args) => extension::run(args),
         Command::Control(args) => run_async(args.client_threads as usize, control::run(args)),
         Command::Tunnel(args) => run_async(2, tunnel::run(args)),
+        Command::All(args) => run_all(&args),
         Command::ManyEcho => tunnel::many_echo_main(),
     };
     match result {
@@ -90,6 +100,94 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[derive(Debug, clap::Args)]
+struct AllArgs {
+    /// Smoke runs of each benchmark (each under a minute with a release build): checks that every
+    /// figure is produced, not the targets
+    #[arg(long)]
+    quick: bool,
+    /// Also write each benchmark's figures as JSON into this directory (platform.json,
+    /// extension.json, control.json, tunnel.json); created if missing
+    #[arg(long, value_name = "DIR")]
+    json_dir: Option<PathBuf>,
+}
+
+/// One benchmark's arguments, parsed from the command line `all` builds for it.
+#[derive(Debug, Parser)]
+#[command(no_binary_name = true)]
+struct One<T: clap::Args> {
+    #[command(flatten)]
+    args: T,
+}
+
+fn args_for<T: clap::Args>(name: &str, all: &AllArgs) -> anyhow::Result<T> {
+    let mut argv: Vec<OsString> = Vec::new();
+    if all.quick {
+        argv.push("--quick".into());
+    }
+    if let Some(dir) = &all.json_dir {
+        argv.push("--json".into());
+        argv.push(dir.join(format!("{name}.json")).into());
+    }
+    Ok(One::<T>::try_parse_from(argv)?.args)
+}
+
+/// `thingport-bench all`: every benchmark in turn. One that fails does not stop the others
+/// (Ctrl-C does); the exit status is 1 if any failed.
+fn run_all(all: &AllArgs) -> anyhow::Result<Outcome> {
+    if let Some(dir) = &all.json_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    let started = Instant::now();
+    let (mut failed, mut requests_failed, mut took) = (Vec::new(), 0, Vec::new());
+    for name in ["platform", "extension", "control", "tunnel"] {
+        let quick = if all.quick { " --quick" } else { "" };
+        eprintln!("\n== thingport-bench {name}{quick}");
+        let began = Instant::now();
+        let result = match name {
+            "platform" => args_for::<platform::PlatformArgs>(name, all)
+                .and_then(|a| run_async(a.client_threads as usize, platform::run(a))),
+            "extension" => args_for::<extension::ExtensionArgs>(name, all).and_then(extension::run),
+            "control" => args_for::<control::ControlArgs>(name, all)
+                .and_then(|a| run_async(a.client_threads as usize, control::run(a))),
+            _ => {
+                args_for::<tunnel::TunnelArgs>(name, all).and_then(|a| run_async(2, tunnel::run(a)))
+            }
+        };
+        took.push(format!("{name} {:.0} s", began.elapsed().as_secs_f64()));
+        match result {
+            Ok(outcome) => requests_failed += outcome.requests_failed,
+            Err(e) if e.is::<Interrupted>() => return Err(e),
+            Err(e) => {
+                eprintln!("thingport-bench {name}: {e:#}");
+                failed.push(name);
+            }
+        }
+    }
+    eprintln!(
+        "\n== thingport-bench all: {:.0} s ({})",
+        started.elapsed().as_secs_f64(),
+        took.join(", ")
+    );
+    if !failed.is_empty() {
+        anyhow::bail!("these benchmarks failed: {}", failed.join(", "));
+    }
+    Ok(Outcome { requests_failed })
+}
+
+/// Ctrl-C ended a benchmark.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// What a finished subcommand reports back for the exit status.
 #[derive(Debug, Default)]
@@ -117,7 +215,7 @@ where
     rt.block_on(async {
         tokio::select! {
             r = fut => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
         }
     })
 }
