@@ -27,6 +27,8 @@ use std::time::Duration;
 use thingport_extension_abi as abi;
 use thingport_sdk::protocol::{ErrorBody, ErrorKind, HostRequest, InvokeResult, Manifest, Request};
 
+mod pool;
+
 /// Why a library could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -504,19 +506,20 @@ impl Instance {
         }
     }
 
-    /// Makes one call on a blocking thread, answering a deadline error if it takes too long.
+    /// Makes one call on an extension-call thread (see [`pool`]), answering a deadline error if
+    /// it takes too long.
     pub async fn call(
         self: &Arc<Self>,
         request: Request,
         deadline: Duration,
     ) -> Result<Value, CallError> {
         let me = self.clone();
-        let task = tokio::task::spawn_blocking(move || me.call_blocking(&request));
+        let task = pool::run(move || me.call_blocking(&request));
         match tokio::time::timeout(deadline, task).await {
             Ok(Ok(r)) => r,
-            Ok(Err(join)) => Err(CallError::Protocol {
+            Ok(Err(panic)) => Err(CallError::Protocol {
                 ext: self.lib.name.clone(),
-                detail: format!("call task failed: {join}"),
+                detail: format!("call task failed: {panic}"),
             }),
             Err(_) => {
                 tracing::warn!(extension = %self.lib.name, ?deadline, "extension call overran its deadline");

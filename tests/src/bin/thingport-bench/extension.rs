@@ -1107,7 +1107,7 @@ fn breakdown(summary: &[Summary]) -> Vec<Component> {
             .map(|(a, b)| a - b),
     );
     add(
-        "the async path's overhead: (3) − (1) (hop to a blocking thread and back, deadline timer)",
+        "the async path's overhead: (3) − (1) (hop to an extension-call thread and back, deadline timer)",
         p50(Kind::AsyncEcho)
             .zip(p50(Kind::BlockingEcho))
             .map(|(a, b)| a - b),
@@ -1123,7 +1123,7 @@ fn breakdown(summary: &[Summary]) -> Vec<Component> {
         p50(Kind::Hop),
     );
     add(
-        "of which the deadline timer: (3) − spawn_blocking without timer",
+        "the server's path against the old one: (3) − spawn_blocking(call_blocking Echo) without timer",
         p50(Kind::AsyncEcho)
             .zip(p50(Kind::AltNoTimer))
             .map(|(a, b)| a - b),
