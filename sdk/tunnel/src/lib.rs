@@ -162,9 +162,9 @@ impl Shared {
     fn forget(&self, stream: u32) {
         self.remove(stream);
     }
-    /// Removes a stream. When that leaves the session without streams after a load of at least
-    /// [`RELEASE_AFTER`] at once, the table is shrunk and the process's free memory is given
-    /// back to the system (see [`release_memory`]).
+    /// Removes a stream. When that leaves the session without streams after a load that grew the
+    /// table's capacity to [`RELEASE_AFTER`] or more (some 230+ streams open at once), the table is
+    /// shrunk and the process's free memory is given back to the system (see [`release_memory`]).
     pub(crate) fn remove(&self, stream: u32) -> Option<Entry> {
         let mut streams = lock(&self.streams);
         let entry = streams.remove(&stream);
@@ -177,7 +177,7 @@ impl Shared {
     }
 }
 
-/// Streams open at once in a session from which, once they have all closed, memory is given back.
+/// The stream-table capacity from which, once every stream has closed, memory is given back.
 const RELEASE_AFTER: usize = 256;
 
 /// Gives the allocator's free memory back to the system. glibc keeps freed memory in per-thread
