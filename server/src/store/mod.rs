@@ -5,8 +5,8 @@
 //! placeholders and portable SQL so the same text runs on PostgreSQL (see docs/architecture.md).
 //!
 //! Writes go through one writer task (group commit): the batches waiting when it is free are
-//! committed together in one transaction, each in its own savepoint, so a batch that fails rolls
-//! back alone while the others commit. Each caller is answered only once its batch is durable
+//! committed together in one transaction; if one of them fails, they are committed one by one
+//! instead, so a batch that fails is refused alone while the others are written. Each caller is answered only once its batch is durable
 //! (`synchronous = FULL`), so durability is unchanged; what changes is that concurrent writers
 //! share one fsync instead of queueing for SQLite's write lock (whose busy handler sleeps).
 
@@ -382,41 +382,56 @@ async fn write_loop(pool: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
     }
 }
 
-/// Commits `group` in one transaction, each batch in a savepoint: the outcome of each batch, or
-/// the error that failed the whole transaction.
+/// Commits `group`: all its batches in one transaction (one fsync) when they all succeed, which
+/// is the rule; if one fails, that transaction is rolled back and each batch is committed in a
+/// transaction of its own, so only the failing one is refused. The outcome of each batch, or the
+/// error that failed the whole group before anything was written.
 async fn commit_group(
     pool: &SqlitePool,
     group: &[Pending],
 ) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let mut outcomes = Vec::with_capacity(group.len());
-    if let [only] = group {
-        // One batch: the transaction is its savepoint.
-        if let Err(e) = write_all(&mut tx, &only.writes).await {
-            tx.rollback().await?;
-            return Ok(vec![Err(StoreError::Query(e))]);
+    let mut failed = None;
+    for p in group {
+        if let Err(e) = write_all(&mut tx, &p.writes).await {
+            failed = Some(e);
+            break;
         }
-        outcomes.push(Ok(()));
-    } else {
-        for p in group {
-            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-            match write_all(&mut savepoint, &p.writes).await {
-                Ok(()) => {
-                    savepoint.commit().await?;
-                    outcomes.push(Ok(()));
-                }
-                Err(e) => {
-                    savepoint.rollback().await?;
-                    outcomes.push(Err(StoreError::Query(e)));
-                }
+    }
+    match failed {
+        None => {
+            tx.commit().await?;
+            return Ok(group.iter().map(|_| Ok(())).collect());
+        }
+        Some(e) => {
+            tx.rollback().await?;
+            if group.len() == 1 {
+                return Ok(vec![Err(StoreError::Query(e))]);
             }
         }
     }
-    tx.commit().await?;
+    // One batch failed: each on its own. From here every error is its batch's own outcome, so
+    // no caller is told "failed" for a batch that was written.
+    let mut outcomes = Vec::with_capacity(group.len());
+    for p in group {
+        outcomes.push(commit_one(pool, &p.writes).await.map_err(StoreError::Query));
+    }
     Ok(outcomes)
 }
 
-/// Runs `writes` on `conn` (inside a transaction or savepoint).
+/// Commits one batch in a transaction of its own.
+async fn commit_one(pool: &SqlitePool, writes: &[Write]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    match write_all(&mut tx, writes).await {
+        Ok(()) => tx.commit().await,
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// Runs `writes` on `conn` (inside a transaction).
 async fn write_all(conn: &mut sqlx::SqliteConnection, writes: &[Write]) -> Result<(), sqlx::Error> {
     let ts = now();
     for w in writes {
