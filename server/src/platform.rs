@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 /// How long a verified Basic credential is trusted without hashing again.
 const CREDENTIAL_TTL: Duration = Duration::from_secs(60);
-/// How long a browser session lives.
-pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
-/// Bound on cached credentials and browser sessions (oldest dropped beyond it).
+/// Bound on cached credentials (all dropped beyond it).
 const CACHE_LIMIT: usize = 10_000;
 
 /// Who is acting, and from where: passed to every service.
@@ -64,7 +62,7 @@ pub struct Platform {
     write_gate: tokio::sync::Mutex<()>,
     principals: Mutex<HashMap<String, Arc<Principal>>>,
     credentials: Mutex<HashMap<String, (String, Instant)>>,
-    sessions: Mutex<HashMap<String, (String, Instant)>>,
+    sessions: crate::security::sessions::Sessions,
     hasher: Hasher,
     extensions: std::sync::OnceLock<Arc<crate::extensions::registry::Extensions>>,
 }
@@ -183,7 +181,7 @@ impl Platform {
             write_gate: tokio::sync::Mutex::new(()),
             principals: Mutex::new(HashMap::new()),
             credentials: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: crate::security::sessions::Sessions::new(Default::default()),
             hasher: Hasher::for_this_machine().map_err(StoreError::Io)?,
             extensions: std::sync::OnceLock::new(),
         })
@@ -361,30 +359,19 @@ impl Platform {
         Ok(self.principal(user))
     }
 
-    /// Opens a browser session for `user`, returning its token.
-    pub fn open_session(&self, user: &str) -> String {
-        let token = secrets::random_token();
-        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        s.retain(|_, (_, at)| at.elapsed() < SESSION_TTL);
-        if s.len() >= CACHE_LIMIT {
-            s.clear();
-        }
-        s.insert(
-            secrets::sha256_hex(token.as_bytes()),
-            (user.to_string(), Instant::now()),
-        );
-        token
+    /// The browser sessions (sign-in, idle and absolute expiry).
+    pub fn sessions(&self) -> &crate::security::sessions::Sessions {
+        &self.sessions
     }
 
-    /// The user of a live browser session.
+    /// Opens a browser session for `user`, returning its id.
+    pub fn open_session(&self, user: &str) -> String {
+        self.sessions.open(user)
+    }
+
+    /// The user of a live browser session (re-resolved: a disabled user has none).
     pub fn session_user(&self, token: &str) -> Option<Arc<Principal>> {
-        let user = {
-            let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            match s.get(&secrets::sha256_hex(token.as_bytes())) {
-                Some((u, at)) if at.elapsed() < SESSION_TTL => u.clone(),
-                _ => return None,
-            }
-        };
+        let user = self.sessions.user(token)?;
         if !self.model().users.get(&user).is_some_and(|u| u.enabled) {
             return None;
         }
@@ -392,10 +379,7 @@ impl Platform {
     }
 
     pub fn close_session(&self, token: &str) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&secrets::sha256_hex(token.as_bytes()));
+        self.sessions.close(token);
     }
 
     /// Runs password hashing work on the bounded argon2 pool (503 when it is saturated).

@@ -675,6 +675,10 @@ impl Engine {
         let _ = self
             .host
             .record_put(BY_DEVICE, &format!("{thing}/{id}"), Value::Bool(true), None);
+        if let Some(why) = crate::switches::why_disabled(&self.host, thing)? {
+            self.refuse(record, Cause::RemoteAccessDisabled, &why, &host, port);
+            return Err(Error::forbidden(format!("REMOTE_ACCESS_DISABLED: {why}")));
+        }
         let connected = self
             .host
             .get_property(thing, "isConnected")
@@ -797,6 +801,70 @@ impl Engine {
             session: record,
             gas_url: Some(gas_url),
             credential: Some(client),
+            credential_expires: Some(expires),
+        })
+    }
+
+    /// A fresh client credential for a session its creator started elsewhere (the web console's
+    /// Connect): only the creator, only while the session waits for its client (CREATED), and
+    /// never past the session's own credential deadline.
+    pub fn attach(&self, thing: &str, id: &str, caller: &Caller) -> Result<StartedSession, Error> {
+        let not_found = || {
+            Error::not_found(format!(
+                "Thing '{thing}' has no live session '{}'",
+                clip(id)
+            ))
+        };
+        let (record, expires, gas_url, key) = {
+            let state = self.state();
+            let live = state.live.get(id).ok_or_else(not_found)?;
+            if live.record.agent_device != thing {
+                return Err(not_found());
+            }
+            if live.record.created_by != caller.name {
+                return Err(Error::forbidden(format!(
+                    "session {} was started by another user: only they may attach to it",
+                    clip(id)
+                )));
+            }
+            if live.record.status != Status::Created {
+                return Err(Error::conflict(format!(
+                    "session {} is {}: only a session waiting for its client (CREATED) takes one",
+                    clip(id),
+                    live.record.status.as_str()
+                )));
+            }
+            let gas = state
+                .gases
+                .get(&live.record.remote_server)
+                .ok_or_else(|| Error::unavailable("the session's GAS is not registered"))?;
+            (
+                live.record.clone(),
+                live.grant_expires_ms,
+                gas.public_url.clone(),
+                gas.key.clone(),
+            )
+        };
+        if expires <= now_ms() {
+            return Err(Error::conflict(format!(
+                "session {} waited too long for its client: start a new one",
+                clip(id)
+            )));
+        }
+        let credential = tunnel::sign(
+            &Grant {
+                session: id.to_string(),
+                role: Role::Client,
+                gas: record.remote_server.clone(),
+                exp: expires,
+                nonce: self.random_hex(16)?,
+            },
+            &key,
+        );
+        Ok(StartedSession {
+            session: record,
+            gas_url: Some(gas_url),
+            credential: Some(credential),
             credential_expires: Some(expires),
         })
     }

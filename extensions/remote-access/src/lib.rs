@@ -19,6 +19,7 @@
 
 mod engine;
 mod model;
+mod switches;
 #[cfg(test)]
 mod tests;
 
@@ -63,12 +64,25 @@ struct SessionIdInput {
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+struct SwitchInput {
+    /// `template` (every Thing of the template or a template based on it) or `tag`.
+    scope: String,
+    /// The template's name, or the tag (`Vocabulary:term`).
+    name: String,
+    /// On (true) or off (false).
+    enabled: bool,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 struct FindSessionsInput {
     /// Only the sessions of this Thing.
     #[schemars(extend("x-thingport-base-type" = "THINGNAME"))]
     thing_name: Option<String>,
     /// Only sessions in this status (INITIALIZING, CREATED, STARTED, TERMINATED).
     status: Option<String>,
+    /// Only sessions started by this user.
+    created_by: Option<String>,
     /// At most this many, newest first (default and ceiling: maxSessionsReturned).
     #[schemars(extend("format" = "int32"))]
     limit: Option<i32>,
@@ -161,6 +175,10 @@ impl Extension for RemoteAccess {
                 "an endpoint of a device: host and port as the gateway sees them",
             ))
             .data_shape(remote_session_shape())
+            .data_shape(data_shape::<switches::Switch>(
+                "RemoteAccessSwitch",
+                "a template or tag for which remote access is switched off",
+            ))
             .thing_shape(
                 ThingShapeDef::new(REMOTE_ACCESSIBLE)
                     .describe("a device reachable through remote sessions")
@@ -170,6 +188,15 @@ impl Extension for RemoteAccess {
                             .default(PROVIDER),
                     )
                     .property(endpoints)
+                    .property(
+                        Field::new(switches::PROPERTY, BaseType::Boolean)
+                            .describe("sessions may start (false: StartSession fails with REMOTE_ACCESS_DISABLED)")
+                            .default(true),
+                    )
+                    .service(with_inputs::<SessionIdInput>(
+                        "AttachSession",
+                        "a fresh client credential for a session you started that waits for its client (CREATED), e.g. one started from the web console",
+                    ))
                     .service(with_inputs::<StartSessionInput>(
                         "StartSession",
                         "starts a session to one of the Thing's endpoints: the RemoteSession row, with gasUrl and the client's credential",
@@ -319,7 +346,21 @@ impl Extension for RemoteAccess {
                     .service(with_inputs::<SessionIdInput>(
                         "EndSession",
                         "ends a session by id (needs ServiceInvoke on EndSession of its Thing)",
-                    )),
+                    ))
+                    .service(service::<SwitchInput, ()>(
+                        "SetRemoteAccessSwitch",
+                        "switches remote access on or off for every Thing of a template or of a tag (audited)",
+                    ))
+                    .service({
+                        let mut s = service::<(), ()>(
+                            "GetRemoteAccessSwitches",
+                            "the template and tag switches that are off",
+                        );
+                        s.result = Some(
+                            Field::new("result", BaseType::Infotable).shape("RemoteAccessSwitch"),
+                        );
+                        s
+                    }),
             )
     }
 
@@ -354,6 +395,27 @@ impl Extension for RemoteAccess {
                 let started = e.start(thing, &input.remote_endpoint, &call.caller)?;
                 ok(table(&[started]))
             }
+            ("Things", "AttachSession") => {
+                let input: SessionIdInput = call.params()?;
+                ok(table(&[e.attach(
+                    thing,
+                    &input.session_id,
+                    &call.caller,
+                )?]))
+            }
+            ("Subsystems", "SetRemoteAccessSwitch") => {
+                let input: SwitchInput = call.params()?;
+                let scope = switches::Scope::parse(&input.scope)?;
+                switches::set(
+                    &self.host,
+                    scope,
+                    &input.name,
+                    input.enabled,
+                    &call.caller.name,
+                )?;
+                Ok(Value::Null)
+            }
+            ("Subsystems", "GetRemoteAccessSwitches") => ok(table(&switches::list(&self.host)?)),
             ("Things", "EndSession") => {
                 let input: SessionIdInput = call.params()?;
                 ok(table(&[e.end(thing, &input.session_id, &call.caller)?]))
@@ -544,6 +606,13 @@ impl RemoteAccess {
                 .thing_name
                 .as_ref()
                 .is_some_and(|t| *t != s.agent_device)
+            {
+                return false;
+            }
+            if input
+                .created_by
+                .as_ref()
+                .is_some_and(|u| !u.is_empty() && *u != s.created_by)
             {
                 return false;
             }

@@ -70,6 +70,17 @@ pub enum Status {
     Terminated,
 }
 
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Initializing => "INITIALIZING",
+            Status::Created => "CREATED",
+            Status::Started => "STARTED",
+            Status::Terminated => "TERMINATED",
+        }
+    }
+}
+
 /// Why a session ended. The numbers of PTC's causes are kept in the docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -92,6 +103,8 @@ pub enum Cause {
     ServerLost,
     /// The order could not be delivered or failed (device offline, agent error).
     ErrorStartingRemoteSession,
+    /// Remote access is switched off for the device, its template or one of its tags.
+    RemoteAccessDisabled,
 }
 
 impl Cause {
@@ -106,6 +119,7 @@ impl Cause {
             Cause::MaxDuration => "MAX_DURATION",
             Cause::ServerLost => "SERVER_LOST",
             Cause::ErrorStartingRemoteSession => "ERROR_STARTING_REMOTE_SESSION",
+            Cause::RemoteAccessDisabled => "REMOTE_ACCESS_DISABLED",
         }
     }
 }

@@ -186,6 +186,11 @@ pub struct ConnectArgs {
     /// Carry one connection on stdin and stdout (for ssh's ProxyCommand); logs go to stderr.
     #[arg(long)]
     pub stdio: bool,
+
+    /// Attach to a session you already started (e.g. with Connect in the web console) instead
+    /// of starting one: it must wait for its client (CREATED), for THING and ENDPOINT.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -404,6 +409,7 @@ fn connect_command(global: &GlobalArgs, args: ConnectArgs) -> anyhow::Result<()>
     let options = ConnectOptions {
         thing: args.thing,
         endpoint: args.endpoint,
+        session: args.session,
         local: if args.stdio {
             Local::Stdio
         } else {

@@ -49,6 +49,8 @@ pub enum Local {
 pub struct ConnectOptions {
     pub thing: String,
     pub endpoint: String,
+    /// Attach to this existing session (`AttachSession`) instead of starting one.
+    pub session: Option<String>,
     pub local: Local,
     /// The TLS configuration for a `https://` GAS (the one the REST calls use).
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -60,7 +62,23 @@ type TunnelTask = JoinHandle<Result<Option<Closed>, TunnelError>>;
 pub async fn run(conn: &Connection, opts: &ConnectOptions) -> anyhow::Result<()> {
     // Registered before anything else, so a signal is never lost to the default action.
     let mut signals = Signals::new()?;
-    let session = conn.start_session(&opts.thing, &opts.endpoint).await?;
+    let session = match &opts.session {
+        None => conn.start_session(&opts.thing, &opts.endpoint).await?,
+        Some(id) => {
+            let s = conn.attach_session(&opts.thing, id).await?;
+            if s.remote_endpoint
+                .as_deref()
+                .is_some_and(|e| e != opts.endpoint)
+            {
+                anyhow::bail!(
+                    "session {id} is for endpoint '{}', not '{}'",
+                    s.remote_endpoint.as_deref().unwrap_or_default(),
+                    opts.endpoint
+                );
+            }
+            s
+        }
+    };
     let id = session
         .session_id
         .clone()

@@ -56,6 +56,11 @@ pub fn session_hint(status: u16, message: &str) -> &'static str {
             " (the device's agent refused the session: it runs with --disable-remote-access, or \
              the endpoint is not in its --allow list)"
         }
+        ("REMOTE_ACCESS_DISABLED", _) => {
+            " (remote access is switched off for this device, its template or one of its tags: \
+             whoever manages the device switches it on in the web console or with \
+             SetRemoteAccessSwitch / the remoteAccessEnabled property)"
+        }
         ("DEVICE_OFFLINE", _) => {
             " (the Thing's agent is not connected: check that thingport-agent runs on the \
              device and binds this Thing)"
@@ -114,6 +119,24 @@ impl Connection {
                 CALL,
                 &thing_service(thing, CALL),
                 json!({ "remoteEndpoint": endpoint }),
+            )
+            .await?;
+        RemoteSession::from_table(CALL, &table)
+    }
+
+    /// `AttachSession {sessionId}` on `thing`: a fresh client credential for a session the
+    /// caller started elsewhere that waits for its client.
+    pub async fn attach_session(
+        &self,
+        thing: &str,
+        session: &str,
+    ) -> anyhow::Result<RemoteSession> {
+        const CALL: &str = "AttachSession";
+        let table = self
+            .remote_call(
+                CALL,
+                &thing_service(thing, CALL),
+                json!({ "sessionId": session }),
             )
             .await?;
         RemoteSession::from_table(CALL, &table)
@@ -195,6 +218,7 @@ mod tests {
     #[test]
     fn causes_map_to_hints() {
         assert!(session_hint(503, "NO_SERVERS: none").contains("EnableForRemoteSessions"));
+        assert!(session_hint(403, "REMOTE_ACCESS_DISABLED: off").contains("switched off"));
         assert!(session_hint(403, "SESSION_DENIED: refused").contains("--allow"));
         assert!(session_hint(503, "DEVICE_OFFLINE: gw-1").contains("thingport-agent"));
         assert!(session_hint(403, "not permitted").contains("Grant"));

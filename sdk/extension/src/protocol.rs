@@ -488,6 +488,9 @@ pub struct ThingInfo {
     /// The shapes of the Thing and of its templates.
     pub shapes: Vec<String>,
     pub enabled: bool,
+    /// The Thing's tags (`Vocabulary:term`); empty from hosts older than ABI 1.4.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// A service's result as the host answers [`HostRequest::Invoke`]: the REST API's infotable,

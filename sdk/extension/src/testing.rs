@@ -47,6 +47,7 @@ type Responder = dyn Fn(&Value) -> Result<InfoTable, Error> + Send + Sync;
 struct FakeThing {
     template: String,
     properties: Map<String, Value>,
+    tags: Vec<String>,
 }
 
 #[derive(Default)]
@@ -101,8 +102,17 @@ impl FakeHost {
         let thing = FakeThing {
             template: template.into(),
             properties,
+            tags: Vec::new(),
         };
         lock(&self.state.things).insert(name.into(), thing);
+        self
+    }
+
+    /// Sets the tags of a Thing added with [`FakeHost::add_thing`].
+    pub fn tag_thing(&self, name: &str, tags: &[&str]) -> &Self {
+        if let Some(t) = lock(&self.state.things).get_mut(name) {
+            t.tags = tags.iter().map(|t| t.to_string()).collect();
+        }
         self
     }
 
@@ -290,6 +300,7 @@ impl FakeHost {
                     templates: vec![found.template.clone(), "GenericThing".into()],
                     shapes: vec![],
                     enabled: !lock(&self.state.disabled).contains(thing),
+                    tags: found.tags.clone(),
                 };
                 Ok(serde_json::to_value(info).expect("a ThingInfo always encodes"))
             }

@@ -6,13 +6,15 @@ use crate::audit::Category;
 use crate::error::ApiError;
 use crate::model::entities::EntityKind;
 use crate::model::names::printable;
-use crate::platform::{Ctx, SESSION_TTL};
+use crate::platform::{Ctx, Platform};
+use crate::security::Principal;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub const SESSION_COOKIE: &str = "thingport_session";
 pub const XSRF_HEADER: &str = "x-xsrf-token";
@@ -34,7 +36,8 @@ fn peer_ip(parts: &Parts) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// The value of the session cookie, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -120,28 +123,64 @@ impl FromRequestParts<AppState> for Caller {
                 }
             };
         }
-        if let Some(token) = session_cookie(&parts.headers) {
-            let Some(who) = p.session_user(token) else {
-                return Err(with_challenge(ApiError::unauthorized(
-                    "session expired or unknown: log in again",
-                )));
+        if let Some(who) = cookie_principal(p, &parts.method, &parts.headers) {
+            return match who {
+                Ok(who) => Ok(Caller(Ctx { who, source_ip })),
+                Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(with_challenge(e)),
+                Err(e) => Err(e.into_response()),
             };
-            let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-            if !safe
-                && parts.headers.get(XSRF_HEADER).map(HeaderValue::as_bytes)
-                    != Some(XSRF_VALUE.as_bytes())
-            {
-                return Err(ApiError::forbidden(format!(
-                    "cookie-authenticated requests that change state must send the header X-XSRF-TOKEN: {XSRF_VALUE}"
-                ))
-                .into_response());
-            }
-            return Ok(Caller(Ctx { who, source_ip }));
         }
         Err(with_challenge(ApiError::unauthorized(
             "authentication required: send an appKey header or HTTP Basic credentials",
         )))
     }
+}
+
+/// The one rule for cookie-authenticated requests, shared by the API and the web console: `None`
+/// without a session cookie; the session's user; `401` for an expired or unknown session; `403`
+/// for a state-changing request without `X-XSRF-TOKEN: TWX-XSRF-TOKEN-VALUE`.
+pub fn cookie_principal(
+    p: &Platform,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Option<Result<Arc<Principal>, ApiError>> {
+    let token = session_cookie(headers)?;
+    let Some(who) = p.session_user(token) else {
+        return Some(Err(ApiError::unauthorized(
+            "session expired or unknown: sign in again",
+        )));
+    };
+    if !is_safe(method) && !has_xsrf_header(headers) {
+        return Some(Err(ApiError::forbidden(format!(
+            "cookie-authenticated requests that change state must send the header X-XSRF-TOKEN: {XSRF_VALUE}"
+        ))));
+    }
+    Some(Ok(who))
+}
+
+/// GET, HEAD and OPTIONS change nothing.
+pub fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether the request carries the XSRF header with its one accepted value.
+pub fn has_xsrf_header(headers: &HeaderMap) -> bool {
+    headers.get(XSRF_HEADER).map(HeaderValue::as_bytes) == Some(XSRF_VALUE.as_bytes())
+}
+
+/// The `Set-Cookie` value that opens a browser session (`Secure` under TLS).
+pub fn session_set_cookie(token: &str, max_age: std::time::Duration, tls: bool) -> String {
+    let secure = if tls { "; Secure" } else { "" };
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        max_age.as_secs()
+    )
+}
+
+/// The `Set-Cookie` value that removes the session cookie.
+pub fn session_clear_cookie(tls: bool) -> String {
+    let secure = if tls { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
 }
 
 fn with_challenge(e: ApiError) -> Response {
@@ -169,12 +208,12 @@ pub async fn login(
     let p = &state.platform;
     match p.authenticate_password(&user, &password).await {
         Ok(who) => {
+            // A fresh id at every sign-in; a session presented with it is closed (no fixation).
+            if let Some(old) = session_cookie(&parts.headers) {
+                p.close_session(old);
+            }
             let token = p.open_session(&who.name);
-            let secure = if state.tls { "; Secure" } else { "" };
-            let cookie = format!(
-                "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-                SESSION_TTL.as_secs()
-            );
+            let cookie = session_set_cookie(&token, p.sessions().limits().absolute, state.tls);
             let ctx = Ctx {
                 who: who.clone(),
                 source_ip,
@@ -219,11 +258,8 @@ pub async fn logout(
         state.platform.close_session(token);
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "thingport_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
-    );
+    if let Ok(v) = HeaderValue::from_str(&session_clear_cookie(state.tls)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     r
 }

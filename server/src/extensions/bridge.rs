@@ -244,7 +244,7 @@ impl HostServices for PlatformBridge {
                 }
                 Ok(serde_json::json!({
                     "name": thing, "template": t.template, "templates": templates,
-                    "shapes": shapes, "enabled": t.enabled,
+                    "shapes": shapes, "enabled": t.enabled, "tags": t.tags,
                 }))
             }
             HostRequest::CheckPermission {

@@ -7,6 +7,7 @@
 pub mod hasher;
 pub mod permissions;
 pub mod secrets;
+pub mod sessions;
 
 use crate::model::entities::{Member, PrincipalKind};
 use serde::{Deserialize, Serialize};
