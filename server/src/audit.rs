@@ -74,6 +74,8 @@ pub struct AuditQuery {
     pub entity: Option<String>,
     pub since: Option<i64>,
     pub until: Option<i64>,
+    /// Only entries with a smaller id (paging, newest first).
+    pub before_id: Option<i64>,
     pub limit: u32,
 }
 

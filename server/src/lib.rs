@@ -19,6 +19,7 @@ pub mod security;
 pub mod serve;
 pub mod services;
 pub mod store;
+pub mod web;
 
 use anyhow::Context;
 use std::future::Future;

@@ -301,6 +301,7 @@ impl Engine {
             ("isConnected", json!(true)),
             ("lastConnection", json!(now)),
             ("currentNumberOfSessions", json!(sessions)),
+            ("capacity", json!(input.capacity)),
         ]);
         if created {
             values.insert("enabledForRemoteSessions".into(), json!(false));

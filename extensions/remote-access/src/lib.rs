@@ -239,6 +239,11 @@ impl Extension for RemoteAccess {
                     )
                     .property(Field::new("externalHostName", BaseType::String))
                     .property(Field::new("currentNumberOfSessions", BaseType::Integer).default(0))
+                    .property(
+                        Field::new("capacity", BaseType::Integer)
+                            .describe("the most concurrent sessions the GAS takes (its --capacity)")
+                            .default(0),
+                    )
                     .property(Field::new("healthy", BaseType::Boolean).default(false))
                     .property(Field::new("version", BaseType::String))
                     .property(Field::new("latestRegistrationDate", BaseType::Datetime));

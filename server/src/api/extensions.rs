@@ -3,13 +3,62 @@
 use super::auth::Caller;
 use super::AppState;
 use crate::error::ApiError;
+use crate::extensions::registry::ImportOutcome;
 use crate::model::basetype::{BaseType, FieldDef};
 use crate::model::infotable::InfoTable;
+use crate::platform::Ctx;
 use axum::extract::{Multipart, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::collections::HashMap;
+
+/// The multipart field `file` of an upload (the package's bytes).
+pub async fn file_field(form: &mut Multipart) -> Result<Vec<u8>, ApiError> {
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => {
+                return field
+                    .bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .map_err(multipart_error)
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_error(e)),
+        }
+    }
+    Err(ApiError::bad_request(
+        "multipart field 'file' (the extension package) is missing",
+    ))
+}
+
+/// Imports a package (or a zip of packages) as `ctx`: administrators only, the one path of the
+/// API's uploader and the web console.
+pub async fn import(s: &AppState, ctx: &Ctx, file: Vec<u8>) -> Result<ImportOutcome, ApiError> {
+    if !ctx.who.admin {
+        return Err(ApiError::not_authorized(
+            "Import",
+            "ExtensionPackageUploader",
+            "PlatformSubsystem",
+        ));
+    }
+    let Some(ext) = s.platform.extensions() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the extension system is not running",
+        ));
+    };
+    // Its own task: dropping this handler (request timeout, client gone) must not cancel an import
+    // between its database commit and the registry update.
+    let (ext, platform, who) = (ext.clone(), s.platform.clone(), ctx.clone());
+    let task = tokio::spawn(async move { ext.import(&platform, &who, file).await });
+    match task.await {
+        Ok(result) => result,
+        Err(e) => Err(ApiError::internal("the import task failed", &e)),
+    }
+}
 
 /// Imports the multipart field `file` (a package, or a zip of packages). Administrators only.
 /// 200 with the report when imported (or unchanged), 406 with the report when refused.
@@ -26,40 +75,13 @@ pub async fn upload(
     if q.get("purpose").map(String::as_str) != Some("import") {
         return ApiError::bad_request("query parameter 'purpose' must be 'import'").into_response();
     }
-    let mut file = None;
-    loop {
-        match form.next_field().await {
-            Ok(Some(field)) if field.name() == Some("file") => match field.bytes().await {
-                Ok(b) => {
-                    file = Some(b.to_vec());
-                    break;
-                }
-                Err(e) => return multipart_error(e),
-            },
-            Ok(Some(_)) => continue,
-            Ok(None) => break,
-            Err(e) => return multipart_error(e),
-        }
-    }
-    let Some(file) = file else {
-        return ApiError::bad_request("multipart field 'file' (the extension package) is missing")
-            .into_response();
+    let file = match file_field(&mut form).await {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
     };
-    let Some(ext) = s.platform.extensions() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the extension system is not running",
-        )
-        .into_response();
-    };
-    // Its own task: dropping this handler (request timeout, client gone) must not cancel an import
-    // between its database commit and the registry update.
-    let (ext, platform, who) = (ext.clone(), s.platform.clone(), ctx.clone());
-    let task = tokio::spawn(async move { ext.import(&platform, &who, file).await });
-    let outcome = match task.await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => return e.into_response(),
-        Err(e) => return ApiError::internal("the import task failed", &e).into_response(),
+    let outcome = match import(&s, &ctx, file).await {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
     };
     let mut table = InfoTable::new(&[
         FieldDef::new("name", BaseType::String),
@@ -83,12 +105,12 @@ pub async fn upload(
     (StatusCode::OK, Json(table)).into_response()
 }
 
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> Response {
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     let status = e.status();
     let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
         "extension package too large: see --max-upload-bytes".to_string()
     } else {
         format!("malformed multipart upload: {}", e.body_text())
     };
-    ApiError::new(status, msg).into_response()
+    ApiError::new(status, msg)
 }

@@ -6,7 +6,7 @@
 
 pub mod auth;
 mod body;
-mod extensions;
+pub mod extensions;
 mod handlers;
 mod openapi;
 mod websocket;
@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     api.layer(axum::middleware::from_fn_with_state(state.clone(), guard))

@@ -34,6 +34,7 @@ pub fn query(params: &Params) -> ApiResult<AuditQuery> {
         entity: params.opt_str("entity").map(str::to_string),
         since: params.i64("since"),
         until: params.i64("until"),
+        before_id: params.i64("beforeId"),
         limit,
     })
 }

@@ -278,6 +278,9 @@ static AUDIT: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
     .input(F::new("since", T::Datetime))
     .input(F::new("until", T::Datetime))
     .input(F::new("limit", T::Integer).describe("1..10000, default 100"))
+    .input(F::new("beforeId", T::Long).describe(
+        "only entries older than this id (the next page: the last id of the previous one)",
+    ))
     .returns(T::Infotable)]
 });
 

@@ -326,7 +326,8 @@ impl Store {
             "SELECT id, ts, principal, category, entity, message, source_ip FROM audit_log \
              WHERE ($1 IS NULL OR category = $1) AND ($2 IS NULL OR principal = $2) \
              AND ($3 IS NULL OR entity = $3 OR entity LIKE $7 ESCAPE '\\') \
-             AND ($4 IS NULL OR ts >= $4) AND ($5 IS NULL OR ts <= $5) ORDER BY id DESC LIMIT $6",
+             AND ($4 IS NULL OR ts >= $4) AND ($5 IS NULL OR ts <= $5) \
+             AND ($8 IS NULL OR id < $8) ORDER BY id DESC LIMIT $6",
         )
         .bind(q.category.map(Category::as_str))
         .bind(q.principal.as_deref())
@@ -342,6 +343,7 @@ impl Store {
                 .replace('_', "\\_");
             format!("%:{escaped}")
         }))
+        .bind(q.before_id)
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());

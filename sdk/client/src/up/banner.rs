@@ -36,6 +36,9 @@ impl Ready {
         };
         let mut out = String::new();
         out.push_str("\nThingport demo is running; Ctrl-C stops it.\n\n");
+        out.push_str(&format!(
+            "  Open the web console: {url}/  (sign in as {ADMINISTRATOR})\n\n"
+        ));
         out.push_str(&format!("  url:      {url}\n"));
         out.push_str(&format!("  user:     {ADMINISTRATOR}\n"));
         out.push_str(&format!("  password: {password}\n"));
