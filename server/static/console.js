@@ -25,11 +25,18 @@ async function send(url, options) {
   return r;
 }
 
+// The answer replaces the target when it is the target's new version (same id, or the target
+// has none); otherwise (an error answered for a panel) it goes inside the target.
 function replace(target, html) {
   const holder = document.createElement("template");
   holder.innerHTML = html.trim();
   const nodes = Array.from(holder.content.childNodes);
-  target.replaceWith(...nodes);
+  const root = holder.content.firstElementChild;
+  if (target.id && !(root && root.id === target.id)) {
+    target.replaceChildren(...nodes);
+  } else {
+    target.replaceWith(...nodes);
+  }
   for (const node of nodes) {
     if (node instanceof Element) {
       startPolling(node);

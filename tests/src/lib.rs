@@ -18,6 +18,7 @@
 
 mod agent;
 mod api;
+pub mod browser;
 pub mod certs;
 mod client;
 pub mod clients;

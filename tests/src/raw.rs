@@ -17,6 +17,16 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
+    /// The value of a response header (the first, by case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
     /// The body parsed as JSON (`Value::Null` if it is not JSON).
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
