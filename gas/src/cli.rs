@@ -57,7 +57,8 @@ pub struct Args {
     pub listen: SocketAddr,
 
     /// Where clients and agents reach this GAS, sent to the platform at registration:
-    /// http://HOST[:PORT] or https://HOST[:PORT] (the tunnel path /tunnel is appended). Default:
+    /// http://HOST[:PORT] or https://HOST[:PORT] (the tunnel path /tunnel is appended); ws:// and
+    /// wss:// are taken as the same address. Default:
     /// http(s)://<bound address>; required when --listen is a wildcard address. https:// when
     /// the GAS serves TLS.
     #[arg(long, env = "THINGPORT_PUBLIC_URL", value_name = "URL")]
@@ -224,7 +225,10 @@ mod tests {
             (&["--capacity=5001"][..], "capacity"),
             (&["--listen=nowhere"], "--listen"),
             (&["--listen=0.0.0.0:1"], "--public-url is required"),
-            (&["--public-url=ws://x"], "http:// or https://"),
+            (
+                &["--public-url=ftp://x"],
+                "http://, https://, ws:// or wss://",
+            ),
             (&["--drain=2x"], "unknown unit"),
             (&["--tls-cert=/nonexistent.pem"], "--tls-key"),
             (

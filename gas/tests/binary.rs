@@ -173,7 +173,10 @@ async fn bad_command_lines_exit_2_with_one_clear_line() {
         (&["--name=a b"], "not a valid Thing name"),
         (&["--name=-x"], "not a valid Thing name"),
         (&["--url=ftp://p"], "http:// or https://"),
-        (&["--public-url=ws://g"], "--public-url"),
+        (
+            &["--public-url=ftp://g"],
+            "http://, https://, ws:// or wss://",
+        ),
         (&["--listen=0.0.0.0:0"], "--public-url is required"),
         (&["--capacity=0"], "capacity"),
         (

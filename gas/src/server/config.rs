@@ -71,7 +71,7 @@ pub struct PlatformUrl {
 impl PlatformUrl {
     /// Parses `--url`.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let url = web_url("--url", text)?;
+        let url = web_url("--url", text, "http:// or https://")?;
         let mut base = url.as_str().trim_end_matches('/').to_string();
         if let Some(stripped) = base.strip_suffix("/Thingworx") {
             base = stripped.to_string();
@@ -102,13 +102,28 @@ impl fmt::Display for PlatformUrl {
     }
 }
 
+/// A GAS address as `http(s)://`: `ws://` and `wss://` mean the same place (a GAS serves
+/// WebSockets, so that is what an operator often types), and the platform and clients expect the
+/// `http(s)` form.
+fn as_web_scheme(text: &str) -> String {
+    let t = text.trim();
+    let lower = t.get(..6).map(str::to_ascii_lowercase).unwrap_or_default();
+    if lower.starts_with("wss://") {
+        format!("https://{}", &t[6..])
+    } else if lower.starts_with("ws://") {
+        format!("http://{}", &t[5..])
+    } else {
+        t.to_string()
+    }
+}
+
 /// An `http://` or `https://` URL with a host, and no credentials, query or fragment.
-fn web_url(flag: &str, text: &str) -> Result<Url, ConfigError> {
+fn web_url(flag: &str, text: &str, schemes: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text.trim())
         .map_err(|e| ConfigError::new(format!("{flag} {text:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::new(format!(
-            "{flag} {text:?} must start with http:// or https://"
+            "{flag} {text:?} must start with {schemes}"
         )));
     }
     if url.host_str().is_none_or(str::is_empty) {
@@ -240,7 +255,11 @@ impl GasConfig {
         }
         match &self.public_url {
             Some(url) => {
-                let parsed = web_url("--public-url", url)?;
+                let parsed = web_url(
+                    "--public-url",
+                    &as_web_scheme(url),
+                    "http://, https://, ws:// or wss://",
+                )?;
                 if self.tls.is_some() && parsed.scheme() == "http" {
                     return Err(ConfigError::new(
                         "--public-url is http:// but this GAS serves TLS (--tls-cert): use https://",
@@ -270,7 +289,7 @@ impl GasConfig {
     /// The public URL: `--public-url` without a trailing `/`, or `http(s)://<bound address>`.
     pub fn public_url_for(&self, bound: SocketAddr) -> String {
         match &self.public_url {
-            Some(url) => url.trim().trim_end_matches('/').to_string(),
+            Some(url) => as_web_scheme(url).trim_end_matches('/').to_string(),
             None => {
                 let scheme = if self.tls.is_some() { "https" } else { "http" };
                 format!("{scheme}://{bound}")
@@ -348,7 +367,20 @@ mod tests {
         c.public_url = Some("https://gas.example/".into());
         c.validate().unwrap();
         assert_eq!(c.public_url_for(bound), "https://gas.example");
+        // ws:// and wss:// mean the same address (SPEC §7).
+        c.public_url = Some("wss://gas.example:8443/".into());
+        c.validate().unwrap();
+        assert_eq!(c.public_url_for(bound), "https://gas.example:8443");
+        c.public_url = Some("WS://10.0.0.1:8080".into());
+        c.validate().unwrap();
+        assert_eq!(c.public_url_for(bound), "http://10.0.0.1:8080");
         c.public_url = Some("ftp://gas".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("must start with http://, https://, ws:// or wss://"));
+        c.public_url = Some("ws://".into());
         assert!(c.validate().is_err());
         c.public_url = None;
         c.listen = "127.0.0.1:0".parse().unwrap();
