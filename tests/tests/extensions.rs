@@ -92,6 +92,23 @@ async fn import_call_restart_and_delete() {
         .await
         .ok();
     assert_eq!(r.rows()[0]["extensionReportStatus"], json!(2), "{}", r.text);
+    // A tampered copy of the installed version is refused for what it is (406, the reason),
+    // not answered "already installed": a package is verified before it is judged a no-op.
+    let r = upload(
+        &admin,
+        PackageSpec::new("NoopExtension", "noop")
+            .wrong_sha256()
+            .build(),
+    )
+    .await
+    .expect_error(406, "sha256");
+    assert_eq!(
+        r.body["report"]["rows"][0]["extensionReportStatus"],
+        json!(1),
+        "{}",
+        r.text
+    );
+    assert_eq!(package_list(&server).await[0]["status"], json!("loaded"));
 
     // Installed packages load again at start, before the server serves.
     server.restart();

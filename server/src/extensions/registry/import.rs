@@ -94,10 +94,22 @@ impl Extensions {
         }
         let mut started: Vec<(usize, Runtime, String)> = Vec::new();
         let steps = plan.steps.clone();
-        for step in &steps {
-            if step.action == Action::Unchanged {
+        // A package whose version is installed already (no step) is verified too: a corrupt or
+        // tampered copy is refused for what it is, not waved through as "nothing changed".
+        let stepped: std::collections::BTreeSet<usize> = steps.iter().map(|s| s.index).collect();
+        for (index, pkg) in packages.iter().enumerate() {
+            if stepped.contains(&index) {
                 continue;
             }
+            if let Err(e) = pkg.verify(&self.verify) {
+                plan.refuse(index, e.to_string());
+                return Ok(ImportOutcome {
+                    rows: plan.rows,
+                    refused: true,
+                });
+            }
+        }
+        for step in &steps {
             let pkg = &packages[step.index];
             let verified = match pkg.verify(&self.verify) {
                 Ok(v) => v,

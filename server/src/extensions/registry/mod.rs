@@ -12,8 +12,8 @@ use super::connections::{Connections, Target as RouteTarget};
 use super::definitions::{defined_entities, entity_writes, index_services, ExtService, Target};
 use super::host::{HostServices, Instance, Library};
 use super::package::{
-    self, Action, ImportPlan, Metadata, PackageStore, ReportRow, ReportStatus, Sha256,
-    VerifyOptions, ZipLimits,
+    self, ImportPlan, Metadata, PackageStore, ReportRow, ReportStatus, Sha256, VerifyOptions,
+    ZipLimits,
 };
 use crate::audit::Category;
 use crate::error::{ApiError, ApiResult};
