@@ -375,3 +375,84 @@ async fn an_idle_session_ends_abandoned_after_the_inactivity_timeout() {
     let status = rac.wait_exit(Duration::from_secs(70));
     assert_eq!(status.code(), Some(1), "{}", rac.log());
 }
+
+/// The web console's Connect starts a session; `thingport connect --session ID` attaches the
+/// Remote Access Client to that very session (a fresh client credential from `AttachSession`),
+/// only for its creator and only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_attaches_to_a_session_started_elsewhere_with_session() {
+    let r = running().await;
+    let site = &r.site;
+    let row = site.start_session("gw-1", "echo").await.ok();
+    let id = row.row()["sessionId"].as_str().unwrap().to_string();
+    assert_eq!(row.row()["status"], "CREATED");
+    // Another endpoint's name, and another user, are refused with one line each.
+    let (code, log) = rac_fails(
+        site,
+        &["connect", "gw-1", "other", "--session", &id, "--stdio"],
+    );
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("session {id} is for endpoint 'echo', not 'other'")),
+        "{log}"
+    );
+    site.admin.create_user("someone", "Someone-Pw-1").await.ok();
+    let someone = site.admin.with_basic("someone", "Someone-Pw-1");
+    site.admin
+        .grant_runtime(
+            "Things",
+            "gw-1",
+            "ServiceInvoke",
+            "AttachSession",
+            "someone",
+            "User",
+            true,
+        )
+        .await
+        .ok();
+    someone
+        .call("Things", "gw-1", "AttachSession", json!({"sessionId": id}))
+        .await
+        .expect_error(403, "started by another user");
+
+    let env = rac_env(site);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut rac = Proc::spawn(
+        "thingport",
+        &[
+            "connect",
+            "gw-1",
+            "echo",
+            "--session",
+            &id,
+            "--local",
+            "127.0.0.1:0",
+        ],
+        &env,
+        true,
+    );
+    let data: Vec<u8> = (0..100_000u32).map(|b| (b % 251) as u8).collect();
+    assert!(round_trip(rac.addr.unwrap(), data).await);
+    site.wait_status("gw-1", &id, "STARTED", Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        newest_session(site, "gw-1").await,
+        id,
+        "no second session was started"
+    );
+    // Started: a second attach is refused.
+    let (code, log) = rac_fails(
+        site,
+        &["connect", "gw-1", "echo", "--session", &id, "--stdio"],
+    );
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("only a session waiting for its client (CREATED)"),
+        "{log}"
+    );
+    rac.signal_and_wait("-TERM", Duration::from_secs(20));
+    let ended = site
+        .wait_terminated("gw-1", &id, Duration::from_secs(20))
+        .await;
+    assert_eq!(ended["terminationCause"], "USER_SHUTDOWN");
+}

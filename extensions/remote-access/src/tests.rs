@@ -417,3 +417,173 @@ fn another_key_cannot_take_a_gas_over_and_gas_listings_hide_invisible_devices() 
     host.deny("operator", "gw-1", "Visible");
     assert_eq!(listed(operator()), json!([]));
 }
+
+fn switch(
+    i: &FakeInstance,
+    scope: &str,
+    name: &str,
+    enabled: bool,
+) -> Result<InfoTable, thingport_sdk::protocol::ErrorBody> {
+    i.invoke(
+        "Subsystems",
+        "RemoteAccessSubsystem",
+        "SetRemoteAccessSwitch",
+        json!({"scope": scope, "name": name, "enabled": enabled}),
+    )
+    .map(|v| serde_json::from_value(v).unwrap_or_default())
+}
+
+#[test]
+fn remote_access_switched_off_on_the_device_its_template_or_a_tag_refuses_and_records() {
+    let (host, i, orders) = setup(accept);
+    gas(&host, &i);
+    host.tag_thing("gw-1", &["Site:Plant-7"]);
+    // The device's own switch.
+    host.add_thing(
+        "gw-1",
+        "RemoteAccessibleThing",
+        json!({"isConnected": true, "remoteAccessEnabled": false, "endpoints": {"rows": [
+            {"name": "ssh", "protocol": "SSH", "host": "10.0.0.5", "port": 22}]}}),
+    );
+    host.tag_thing("gw-1", &["Site:Plant-7"]);
+    let e = start(&i).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Forbidden);
+    assert_eq!(
+        e.error,
+        "REMOTE_ACCESS_DISABLED: remote access is switched off on Thing 'gw-1'"
+    );
+    host.add_thing(
+        "gw-1",
+        "RemoteAccessibleThing",
+        json!({"isConnected": true, "remoteAccessEnabled": true, "endpoints": {"rows": [
+            {"name": "ssh", "protocol": "SSH", "host": "10.0.0.5", "port": 22}]}}),
+    );
+    host.tag_thing("gw-1", &["Site:Plant-7"]);
+    // The template's switch (its whole chain counts).
+    switch(&i, "template", "RemoteAccessibleThing", false).unwrap();
+    let e = start(&i).unwrap_err();
+    assert!(
+        e.error
+            .contains("switched off for the template 'RemoteAccessibleThing'"),
+        "{}",
+        e.error
+    );
+    switch(&i, "template", "RemoteAccessibleThing", true).unwrap();
+    // A tag's switch.
+    switch(&i, "Tag", "Site:Plant-7", false).unwrap();
+    let e = start(&i).unwrap_err();
+    assert!(
+        e.error.contains("switched off for the tag 'Site:Plant-7'"),
+        "{}",
+        e.error
+    );
+    let listed = i
+        .invoke(
+            "Subsystems",
+            "RemoteAccessSubsystem",
+            "GetRemoteAccessSwitches",
+            json!({}),
+        )
+        .unwrap();
+    assert_eq!(listed["rows"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["rows"][0]["name"], json!("Site:Plant-7"));
+    switch(&i, "tag", "Site:Plant-7", true).unwrap();
+    assert_eq!(start(&i).unwrap()["status"], json!("CREATED"));
+    // No order reached the agent while it was off; each refusal is a recorded session.
+    assert_eq!(orders.lock().unwrap().len(), 1);
+    let all = i
+        .invoke(
+            "Subsystems",
+            "RemoteAccessSubsystem",
+            "GetSessions",
+            json!({"status": "TERMINATED"}),
+        )
+        .unwrap();
+    let causes: Vec<&Value> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["terminationCause"])
+        .collect();
+    assert_eq!(causes.len(), 3);
+    assert!(causes
+        .iter()
+        .all(|c| **c == json!("REMOTE_ACCESS_DISABLED")));
+    let audit = host.audit_entries();
+    assert!(
+        audit.iter().any(|a| a.message
+            == "remote access switched off for tag 'Site:Plant-7' by System"
+            || a.message
+                .starts_with("remote access switched off for tag 'Site:Plant-7' by ")),
+        "{audit:?}"
+    );
+    // Bad input: an unknown scope, an empty or control-laden name.
+    assert!(switch(&i, "group", "x", false)
+        .unwrap_err()
+        .error
+        .contains("scope must be 'template' or 'tag'"));
+    assert!(switch(&i, "tag", "  ", false)
+        .unwrap_err()
+        .error
+        .contains("name must be"));
+    assert!(switch(&i, "tag", "a\nb", false)
+        .unwrap_err()
+        .error
+        .contains("name must be"));
+}
+
+#[test]
+fn attach_gives_the_creator_a_fresh_credential_while_the_session_waits() {
+    let (host, i, _) = setup(accept);
+    let (registration, key) = gas(&host, &i);
+    let row = start(&i).unwrap();
+    let id = row["sessionId"].as_str().unwrap().to_string();
+    let attach = |who: Caller, id: &str| {
+        i.invoke_as(
+            who,
+            "Things",
+            "gw-1",
+            "AttachSession",
+            json!({"sessionId": id}),
+        )
+        .map(|t| t["rows"][0].clone())
+    };
+    let again = attach(operator(), &id).unwrap();
+    let now = crate::model::now_ms();
+    let fresh = tunnel::verify(again["credential"].as_str().unwrap(), &key, now).unwrap();
+    assert_eq!(
+        (fresh.session.as_str(), fresh.role),
+        (id.as_str(), Role::Client)
+    );
+    assert_ne!(again["credential"], row["credential"], "a new nonce");
+    assert!(
+        fresh.exp <= row["credentialExpires"].as_i64().unwrap(),
+        "never past the session's deadline"
+    );
+    // Someone else may not.
+    let other = Caller {
+        name: "mallory".into(),
+        admin: false,
+        source_ip: "203.0.113.9".into(),
+    };
+    let e = attach(other, &id).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Forbidden);
+    // Unknown, malformed and other devices' ids are not found.
+    assert_eq!(
+        attach(operator(), "0000").unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        attach(operator(), "../x").unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    // Once started, no second client.
+    report(
+        &i,
+        &registration,
+        json!([{"event": "started", "session": id}]),
+    );
+    let e = attach(operator(), &id).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    assert!(e.error.contains("is STARTED"), "{}", e.error);
+}

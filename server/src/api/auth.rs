@@ -263,3 +263,47 @@ pub async fn logout(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_xsrf_header_must_carry_its_one_value() {
+        let mut h = HeaderMap::new();
+        assert!(!has_xsrf_header(&h));
+        h.insert(
+            XSRF_HEADER,
+            HeaderValue::from_static("twx-xsrf-token-value"),
+        );
+        assert!(!has_xsrf_header(&h), "the value is compared exactly");
+        h.insert(XSRF_HEADER, HeaderValue::from_static(XSRF_VALUE));
+        assert!(has_xsrf_header(&h));
+        for m in [Method::GET, Method::HEAD, Method::OPTIONS] {
+            assert!(is_safe(&m));
+        }
+        for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            assert!(!is_safe(&m), "{m} changes state");
+        }
+    }
+
+    #[test]
+    fn session_cookies_are_http_only_strict_and_secure_under_tls() {
+        let c = session_set_cookie("abc", std::time::Duration::from_secs(60), false);
+        assert_eq!(
+            c,
+            "thingport_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60"
+        );
+        assert!(
+            session_set_cookie("abc", std::time::Duration::from_secs(60), true)
+                .ends_with("; Secure")
+        );
+        assert!(session_clear_cookie(true).contains("Max-Age=0"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; thingport_session=tok; b=2"),
+        );
+        assert_eq!(session_cookie(&h), Some("tok"));
+    }
+}

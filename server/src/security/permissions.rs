@@ -23,6 +23,11 @@ enum Decision {
     NoGrant,
 }
 
+/// Whether one of the caller's organizations is among `orgs`.
+fn sees(who: &Principal, orgs: Option<&std::collections::BTreeSet<String>>) -> bool {
+    orgs.is_some_and(|o| o.iter().any(|org| who.orgs.contains(org)))
+}
+
 fn weigh(decisions: impl Iterator<Item = bool>) -> Decision {
     let mut d = Decision::NoGrant;
     for allow in decisions {
@@ -73,32 +78,64 @@ impl Model {
         if who.admin {
             return true;
         }
-        let sees = |orgs: Option<&std::collections::BTreeSet<String>>| {
-            orgs.is_some_and(|o| o.iter().any(|org| who.orgs.contains(org)))
-        };
-        if self.acl(kind, name).and_then(|a| a.owner.as_deref()) == Some(who.name.as_str()) {
-            return true;
-        }
         match kind {
-            EntityKind::Resource | EntityKind::Collection => true,
-            EntityKind::User if name == who.name => true,
             EntityKind::Thing => {
-                if sees(self.acl(kind, name).map(|a| &a.visibility)) {
+                self.thing_visible_itself(who, name) || {
+                    let template = self
+                        .things
+                        .get(name)
+                        .map(|t| t.template.as_str())
+                        .unwrap_or_default();
+                    self.instances_visible(who, template)
+                }
+            }
+            _ => {
+                if self.acl(kind, name).and_then(|a| a.owner.as_deref()) == Some(who.name.as_str())
+                {
                     return true;
                 }
-                let template = self
-                    .things
-                    .get(name)
-                    .map(|t| t.template.as_str())
-                    .unwrap_or_default();
-                self.template_chain(template).into_iter().any(|t| {
-                    sees(
-                        self.acl(EntityKind::ThingTemplate, t)
-                            .map(|a| &a.instance_visibility),
-                    )
-                })
+                match kind {
+                    EntityKind::Resource | EntityKind::Collection => true,
+                    EntityKind::User if name == who.name => true,
+                    _ => sees(who, self.acl(kind, name).map(|a| &a.visibility)),
+                }
             }
-            _ => sees(self.acl(kind, name).map(|a| &a.visibility)),
+        }
+    }
+
+    /// A Thing's own part of visibility: its owner, or an organization granted on it.
+    fn thing_visible_itself(&self, who: &Principal, name: &str) -> bool {
+        let acl = self.acl(EntityKind::Thing, name);
+        acl.and_then(|a| a.owner.as_deref()) == Some(who.name.as_str())
+            || sees(who, acl.map(|a| &a.visibility))
+    }
+
+    /// A template's part: an organization granted instance visibility on it or on a base.
+    fn instances_visible(&self, who: &Principal, template: &str) -> bool {
+        self.template_chain(template).into_iter().any(|t| {
+            sees(
+                who,
+                self.acl(EntityKind::ThingTemplate, t)
+                    .map(|a| &a.instance_visibility),
+            )
+        })
+    }
+
+    /// [`Model::is_visible`] for many Things in one go (a listing): the same rule, with each
+    /// template's instance visibility decided once.
+    /// The closure takes a Thing of this model and its name.
+    pub fn thing_visibility<'a>(
+        &'a self,
+        who: &'a Principal,
+    ) -> impl FnMut(&str, &'a crate::model::entities::Thing) -> bool + 'a {
+        let mut by_template: std::collections::HashMap<&'a str, bool> = Default::default();
+        move |name: &str, thing: &'a crate::model::entities::Thing| {
+            if who.admin || self.thing_visible_itself(who, name) {
+                return true;
+            }
+            *by_template
+                .entry(thing.template.as_str())
+                .or_insert_with(|| self.instances_visible(who, &thing.template))
         }
     }
 

@@ -106,6 +106,11 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
+/// Percent-encodes one path segment (`/` included), e.g. a Thing's name in `/devices/NAME`.
+pub fn encode_segment(s: &str) -> String {
+    encode_query(s).replace('/', "%2F")
+}
+
 /// Percent-encodes a query parameter value (everything but unreserved characters and `/`).
 pub fn encode_query(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

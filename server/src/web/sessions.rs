@@ -1,7 +1,7 @@
 //! Sessions: live and recent sessions of every device the viewer may see
 //! (`RemoteAccessSubsystem.GetSessions`), filtered by device, user and status, with End.
 
-use super::session::{encode_query, Viewer};
+use super::session::{encode_query, encode_segment, Viewer};
 use super::view::{self, datetime, fragment_error, page_html, Frame};
 use crate::api::AppState;
 use crate::model::entities::EntityKind;
@@ -49,7 +49,7 @@ pub fn session_rows(s: &AppState, v: &Viewer, rows: &[Map<String, Value>]) -> Ve
             let live = !status.is_empty() && status != "TERMINATED";
             SessionRow {
                 short_id: id.chars().take(12).collect(),
-                device_link: format!("/devices/{}", encode_query(&device)),
+                device_link: format!("/devices/{}", encode_segment(&device)),
                 endpoint: text("remoteEndpoint"),
                 user: text("createdBy"),
                 cause: text("terminationCause"),

@@ -156,6 +156,30 @@ impl Conn {
         }
     }
 
+    /// Sends `req` and returns the answer's head with its whole body (for headers such as
+    /// `Set-Cookie`), within [`REQUEST_TIMEOUT`].
+    pub async fn send_full(&mut self, req: Request<Body>) -> Result<hyper::Response<Bytes>> {
+        let exchange = async {
+            self.sender.ready().await.context("connection closed")?;
+            let resp = self
+                .sender
+                .send_request(req)
+                .await
+                .context("request failed")?;
+            let (head, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .context("reading the answer failed")?
+                .to_bytes();
+            anyhow::Ok(hyper::Response::from_parts(head, body))
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(r) => r,
+            Err(_) => bail!("no answer within {REQUEST_TIMEOUT:?}"),
+        }
+    }
+
     /// Sends a request that must succeed with `200` and a JSON body; returns the body.
     pub async fn call_ok(&mut self, p: &Prepared, what: &str) -> Result<serde_json::Value> {
         let (status, body) = self

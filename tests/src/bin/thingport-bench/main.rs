@@ -37,6 +37,7 @@ mod restartable;
 mod server;
 mod setup;
 mod tunnel;
+mod web;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -66,7 +67,10 @@ enum Command {
     /// Remote-session tunnel: bulk throughput, CPU per GiB, round trips, new connections and
     /// StartSession → first byte through RAC → GAS → agent, beside direct loopback.
     Tunnel(tunnel::TunnelArgs),
-    /// Every benchmark in turn (platform, extension, control, tunnel) with their default settings:
+    /// Web console: the device list at 10,000 Things (a page, its refresh fragment, a search) as
+    /// a signed-in administrator and as a user who sees every Thing through an organization.
+    Web(web::WebArgs),
+    /// Every benchmark in turn (platform, extension, control, tunnel, web) with their default settings:
     /// the one command for every figure of docs/benchmarks.md.
     All(AllArgs),
     /// (Internal) the echo target of `tunnel`'s many-connection phases, as a process of its own
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Extension(args) => extension::run(args),
         Command::Control(args) => run_async(args.client_threads as usize, control::run(args)),
         Command::Tunnel(args) => run_async(2, tunnel::run(args)),
+        Command::Web(args) => run_async(1, web::run(args)),
         Command::All(args) => run_all(&args),
         Command::ManyEcho => tunnel::many_echo_main(),
     };
@@ -108,7 +113,7 @@ struct AllArgs {
     #[arg(long)]
     quick: bool,
     /// Also write each benchmark's figures as JSON into this directory (platform.json,
-    /// extension.json, control.json, tunnel.json); created if missing
+    /// extension.json, control.json, tunnel.json, web.json); created if missing
     #[arg(long, value_name = "DIR")]
     json_dir: Option<PathBuf>,
 }
@@ -142,7 +147,7 @@ fn run_all(all: &AllArgs) -> anyhow::Result<Outcome> {
     }
     let started = Instant::now();
     let (mut failed, mut requests_failed, mut took) = (Vec::new(), 0, Vec::new());
-    for name in ["platform", "extension", "control", "tunnel"] {
+    for name in ["platform", "extension", "control", "tunnel", "web"] {
         let quick = if all.quick { " --quick" } else { "" };
         eprintln!("\n== thingport-bench {name}{quick}");
         let began = Instant::now();
@@ -152,6 +157,7 @@ fn run_all(all: &AllArgs) -> anyhow::Result<Outcome> {
             "extension" => args_for::<extension::ExtensionArgs>(name, all).and_then(extension::run),
             "control" => args_for::<control::ControlArgs>(name, all)
                 .and_then(|a| run_async(a.client_threads as usize, control::run(a))),
+            "web" => args_for::<web::WebArgs>(name, all).and_then(|a| run_async(1, web::run(a))),
             _ => {
                 args_for::<tunnel::TunnelArgs>(name, all).and_then(|a| run_async(2, tunnel::run(a)))
             }
