@@ -41,6 +41,7 @@ pub fn field(f: &thingport_sdk::protocol::Field) -> FieldDef {
 
 fn service_def(d: &ServiceDecl) -> &'static ServiceDef {
     let mut def = ServiceDef::new(leak(&d.name), Access::RunTime, leak(&d.description));
+    def.handler = crate::services::Handler::Extension;
     def.inputs = d.inputs.iter().map(field).collect();
     def.result = d
         .result

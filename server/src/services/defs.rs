@@ -1,6 +1,6 @@
 //! The host's service definitions, per kind of entity.
 
-use super::{Access, ServiceDef};
+use super::{Access, Handler, ServiceDef};
 use crate::model::basetype::{BaseType as T, FieldDef as F};
 use crate::model::entities::EntityKind;
 use crate::security::DesignPerm;
@@ -27,8 +27,17 @@ fn principal_params(d: ServiceDef) -> ServiceDef {
     )
 }
 
+/// Gives every definition of a list the implementation that runs it.
+fn routed(handler: Handler, mut defs: Vec<ServiceDef>) -> Vec<ServiceDef> {
+    for d in &mut defs {
+        d.handler = handler;
+    }
+    defs
+}
+
 /// Generic run-time services of every Thing.
 static THING: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    routed(Handler::Thing, {
     vec![
         ServiceDef::new(
             "GetPropertyValues",
@@ -59,10 +68,12 @@ static THING: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
             "disables the Thing: its run-time services are refused until enabled",
         ),
     ]
+    })
 });
 
 /// Property definition services (Things, ThingTemplates, ThingShapes).
 static PROPERTY_DEFS: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    routed(Handler::PropertyDefinition, {
     vec![
         ServiceDef::new(
             "AddPropertyDefinition",
@@ -87,6 +98,7 @@ static PROPERTY_DEFS: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
         )
         .input(name_param()),
     ]
+    })
 });
 
 fn permission_services(runtime: bool, instance_visibility: bool) -> Vec<ServiceDef> {
@@ -198,21 +210,24 @@ fn permission_services(runtime: bool, instance_visibility: bool) -> Vec<ServiceD
 }
 
 static PERMS_RUNTIME: LazyLock<Vec<ServiceDef>> =
-    LazyLock::new(|| permission_services(true, false));
+    LazyLock::new(|| routed(Handler::Permissions, permission_services(true, false)));
 static PERMS_TEMPLATE: LazyLock<Vec<ServiceDef>> =
-    LazyLock::new(|| permission_services(true, true));
+    LazyLock::new(|| routed(Handler::Permissions, permission_services(true, true)));
 static PERMS_DESIGN: LazyLock<Vec<ServiceDef>> =
-    LazyLock::new(|| permission_services(false, false));
+    LazyLock::new(|| routed(Handler::Permissions, permission_services(false, false)));
 
 /// Design-time permissions on whole collections.
 static COLLECTION: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    routed(Handler::Permissions, {
     permission_services(false, false)
         .into_iter()
         .filter(|d| d.name.contains("DesignTime"))
         .collect()
+    })
 });
 
 static MEMBERSHIP: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    routed(Handler::Membership, {
     let member = |d: ServiceDef| {
         d.input(
             F::new("member", T::String)
@@ -243,9 +258,11 @@ static MEMBERSHIP: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
         )
         .returns(T::Infotable),
     ]
+    })
 });
 
 static USER: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    routed(Handler::Membership, {
     vec![
         ServiceDef::new(
             "SetPassword",
@@ -261,9 +278,11 @@ static USER: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
         .input(F::new("oldPassword", T::String).required())
         .input(F::new("newPassword", T::String).required()),
     ]
+    })
 });
 
 static AUDIT: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    routed(Handler::Audit, {
     vec![ServiceDef::new(
         "QueryAuditHistory",
         Access::RunTime,
@@ -282,10 +301,12 @@ static AUDIT: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
         "only entries older than this id (the next page: the last id of the previous one)",
     ))
     .returns(T::Infotable)]
+    })
 });
 
 /// Configuration tables, on every subsystem.
 static CONFIG: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    routed(Handler::Configuration, {
     vec![
         ServiceDef::new(
             "GetConfigurationTable",
@@ -310,20 +331,24 @@ static CONFIG: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
                 .describe("one row: field name to value"),
         ),
     ]
+    })
 });
 
 /// `PlatformSubsystem`: extension packages (administrators only).
 static PLATFORM: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    routed(Handler::ExtensionPackages, {
     vec![
         ServiceDef::new("GetExtensionPackageList", Access::Custom, "the installed extension packages and whether each is loaded")
             .returns(T::Infotable),
         ServiceDef::new("DeleteExtensionPackage", Access::Custom, "deletes an extension package (409 while another depends on it or Things use its templates)")
             .input(F::new("packageName", T::String).required()),
     ]
+    })
 });
 
 /// `Resources/EntityServices`: creation and deletion of entities.
 static ENTITY_SERVICES: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
+    routed(Handler::EntityServices, {
     let c = Access::Custom;
     let mut v = vec![
         ServiceDef::new(
@@ -427,7 +452,18 @@ static ENTITY_SERVICES: LazyLock<Vec<ServiceDef>> = LazyLock::new(|| {
         );
     }
     v
+    })
 });
+
+/// Every host service list (for the routing test).
+#[cfg(test)]
+pub(super) fn all_host_services() -> impl Iterator<Item = &'static ServiceDef> {
+    let lists: [&'static [ServiceDef]; 12] = [
+        &THING, &PROPERTY_DEFS, &PERMS_RUNTIME, &PERMS_TEMPLATE, &PERMS_DESIGN, &COLLECTION,
+        &MEMBERSHIP, &USER, &AUDIT, &CONFIG, &PLATFORM, &ENTITY_SERVICES,
+    ];
+    lists.into_iter().flatten()
+}
 
 /// Every service an entity offers.
 pub fn services_for(kind: EntityKind, entity: &str) -> impl Iterator<Item = &'static ServiceDef> {

@@ -34,6 +34,32 @@ pub enum Access {
     Custom,
 }
 
+/// The implementation that runs a service: every definition names its own, so a new service
+/// cannot be routed by accident (by a substring of its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// Not given one: answered as an internal error (a test keeps every host list routed).
+    Unrouted,
+    /// Generic Thing services (`things::run`).
+    Thing,
+    /// `AddPropertyDefinition` / `RemovePropertyDefinition` on Things and templates.
+    PropertyDefinition,
+    /// Visibility, design-time and run-time permission services.
+    Permissions,
+    /// `Get` / `SetConfigurationTable` on subsystems.
+    Configuration,
+    /// `Resources/EntityServices`: create and delete entities.
+    EntityServices,
+    /// Group and organization membership, user passwords.
+    Membership,
+    /// `AuditSubsystem.QueryAuditHistory`.
+    Audit,
+    /// `PlatformSubsystem`: extension packages.
+    ExtensionPackages,
+    /// Implemented by an extension package (called through the extension host).
+    Extension,
+}
+
 /// A service's typed signature.
 #[derive(Debug, Clone)]
 pub struct ServiceDef {
@@ -42,6 +68,7 @@ pub struct ServiceDef {
     pub inputs: Vec<FieldDef>,
     pub result: FieldDef,
     pub access: Access,
+    pub handler: Handler,
 }
 
 impl ServiceDef {
@@ -52,6 +79,7 @@ impl ServiceDef {
             inputs: Vec::new(),
             result: FieldDef::new("result", BaseType::Nothing),
             access,
+            handler: Handler::Unrouted,
         }
     }
     pub fn input(mut self, f: FieldDef) -> Self {
@@ -202,23 +230,21 @@ pub async fn invoke(
     if let Some(instance) = extension {
         return call_extension(p, ctx, kind, entity, def, params, instance).await;
     }
-    let n = def.name;
-    if n.contains("Permission") {
-        permissions::run(p, ctx, kind, entity, def, params).await
-    } else if n.ends_with("ConfigurationTable") {
-        config::run(p, ctx, entity, def, params).await
-    } else if n.ends_with("PropertyDefinition") {
-        things::run_definition(p, ctx, kind, entity, def, params).await
-    } else {
-        match kind {
-            EntityKind::Thing => things::run(p, ctx, entity, def, params).await,
-            EntityKind::Resource => entities::run(p, ctx, def, params).await,
-            EntityKind::Subsystem if entity == "PlatformSubsystem" => {
-                extension_packages(p, ctx, def, params).await
-            }
-            EntityKind::Subsystem => audit::run(p, params).await,
-            _ => members::run(p, ctx, kind, entity, def, params).await,
+    match def.handler {
+        Handler::Permissions => permissions::run(p, ctx, kind, entity, def, params).await,
+        Handler::Configuration => config::run(p, ctx, entity, def, params).await,
+        Handler::PropertyDefinition => {
+            things::run_definition(p, ctx, kind, entity, def, params).await
         }
+        Handler::Thing => things::run(p, ctx, entity, def, params).await,
+        Handler::EntityServices => entities::run(p, ctx, def, params).await,
+        Handler::ExtensionPackages => extension_packages(p, ctx, def, params).await,
+        Handler::Audit => audit::run(p, params).await,
+        Handler::Membership => members::run(p, ctx, kind, entity, def, params).await,
+        Handler::Extension | Handler::Unrouted => Err(ApiError::internal(
+            "a service has no implementation",
+            &std::io::Error::other(format!("{} on {kind} {entity}", def.name)),
+        )),
     }
 }
 
@@ -321,6 +347,26 @@ fn extension_table(p: &Platform, def: &ServiceDef, value: Value) -> InfoTable {
         }
     }
     table
+}
+
+#[cfg(test)]
+mod routing_tests {
+    use super::*;
+
+    #[test]
+    fn every_host_service_names_its_implementation() {
+        for d in defs::all_host_services() {
+            assert_ne!(d.handler, Handler::Unrouted, "{} has no handler", d.name);
+            assert_ne!(d.handler, Handler::Extension, "{} is the host's", d.name);
+            // What the old name-based routing did, kept as a cross-check.
+            if d.name.contains("Permission") {
+                assert_eq!(d.handler, Handler::Permissions, "{}", d.name);
+            }
+            if d.name.ends_with("ConfigurationTable") {
+                assert_eq!(d.handler, Handler::Configuration, "{}", d.name);
+            }
+        }
+    }
 }
 
 /// What uses an entity (for 409 answers): `Kind name` labels.
