@@ -364,18 +364,42 @@ impl Platform {
         &self.sessions
     }
 
-    /// Opens a browser session for `user`, returning its id.
+    /// Opens a browser session for `user`, returning its id. The session is bound to the
+    /// user's current password hash: changing the password, or deleting the user and creating
+    /// one of the same name, ends it.
     pub fn open_session(&self, user: &str) -> String {
-        self.sessions.open(user)
+        let tag = self.credential_tag(user).unwrap_or_default();
+        self.sessions.open(user, &tag)
     }
 
-    /// The user of a live browser session (re-resolved: a disabled user has none).
-    pub fn session_user(&self, token: &str) -> Option<Arc<Principal>> {
-        let user = self.sessions.user(token)?;
-        if !self.model().users.get(&user).is_some_and(|u| u.enabled) {
+    /// A digest of the user's password hash (`None` for no such user).
+    fn credential_tag(&self, user: &str) -> Option<String> {
+        let m = self.model();
+        let u = m.users.get(user)?;
+        Some(secrets::sha256_hex(u.password_hash.as_bytes()))
+    }
+
+    /// The user of a live browser session (re-resolved: a disabled user has none; a changed
+    /// password or a re-created user ends it). `touch` marks the session used.
+    pub fn session_user_touching(&self, token: &str, touch: bool) -> Option<Arc<Principal>> {
+        let (user, tag) = self.sessions.user(token, touch)?;
+        let current = {
+            let m = self.model();
+            m.users
+                .get(&user)
+                .filter(|u| u.enabled)
+                .map(|u| secrets::sha256_hex(u.password_hash.as_bytes()))
+        };
+        if current.as_deref() != Some(tag.as_str()) {
+            self.sessions.close(token);
             return None;
         }
         Some(self.principal(&user))
+    }
+
+    /// [`Platform::session_user_touching`] for a request of the user's.
+    pub fn session_user(&self, token: &str) -> Option<Arc<Principal>> {
+        self.session_user_touching(token, true)
     }
 
     pub fn close_session(&self, token: &str) {

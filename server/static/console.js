@@ -40,7 +40,8 @@ function replace(target, html) {
   for (const node of nodes) {
     if (node instanceof Element) {
       startPolling(node);
-      const alert = node.matches("[role=alert]") ? node : node.querySelector("[role=alert], [data-focus]");
+      const focusable = "[role=alert], [role=status], [data-focus]";
+      const alert = node.matches(focusable) ? node : node.querySelector(focusable);
       if (alert) {
         if (!alert.hasAttribute("tabindex")) alert.setAttribute("tabindex", "-1");
         alert.focus();
@@ -73,7 +74,9 @@ document.addEventListener("submit", async (event) => {
   buttons.forEach((b) => (b.disabled = true));
   form.setAttribute("aria-busy", "true");
   try {
-    const r = await send(form.action, { method: "POST", body });
+    // A button's own formaction wins, as in a plain form post.
+    const action = submitter && submitter.hasAttribute("formaction") ? submitter.formAction : form.action;
+    const r = await send(action, { method: "POST", body });
     if (!r) return;
     const html = await r.text();
     const selector = form.dataset.target;
@@ -108,7 +111,8 @@ function startPolling(root) {
       // Not while hidden, nor under the user's hands (a focused control would be replaced).
       if (document.hidden || el.contains(document.activeElement)) return;
       try {
-        const r = await send(el.dataset.poll, { method: "GET" });
+        // Marked as a refresh: it does not keep an unattended session alive.
+        const r = await send(el.dataset.poll, { method: "GET", headers: { "X-Thingport-Refresh": "1" } });
         if (r && r.ok) {
           el.innerHTML = await r.text();
           startPolling(el);

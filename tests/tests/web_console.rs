@@ -277,6 +277,16 @@ async fn grants_reach_group_members_at_once_and_non_administrators_are_refused()
         )
         .await;
     assert_eq!(status, 403, "{body}");
+    assert!(
+        !body.contains("gas-service"),
+        "no user list in a refusal: {body}"
+    );
+    let (status, body) = b.fetch("POST", "/admin/keys/delete", "name=x", true).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        !body.contains("gas-key"),
+        "no key list in a refusal: {body}"
+    );
     let (status, body) = b.fetch("POST", "/admin/groups", "name=evil", false).await;
     assert_eq!(status, 403, "{body}");
     assert!(
@@ -387,6 +397,70 @@ async fn grants_reach_group_members_at_once_and_non_administrators_are_refused()
         .await;
     b.goto("/devices/gw-1").await;
     b.wait_text("main", "Entity Not Found : [gw-1]", T).await;
+
+    // A password change ends the user's browser sessions at once.
+    a.call(
+        "Users",
+        "field-tech",
+        "SetPassword",
+        json!({"password": "Field-Tech-Pw-2"}),
+    )
+    .await
+    .ok();
+    b.goto("/devices").await;
+    b.wait_path("/login?next=", T).await;
+
+    // Revoke from the Access page takes the set's Allows away and leaves a Deny in place.
+    a.call(
+        "Things",
+        "gw-1",
+        "AddVisibilityPermission",
+        json!({"organization": "Everyone"}),
+    )
+    .await
+    .ok();
+    b.sign_in("Administrator", &admin_pw).await;
+    b.goto("/access?kind=Thing&name=gw-1").await;
+    b.fill("#g-principal", "field-ops").await;
+    b.select("#g-type", "Group").await;
+    b.click("#grant-form button[type=submit]:not([formaction])")
+        .await;
+    b.wait_text("#access-body", "Group field-ops may now connect", T)
+        .await;
+    a.grant_runtime(
+        "Things",
+        "gw-1",
+        "ServiceInvoke",
+        "GetSession",
+        "field-ops",
+        "Group",
+        false,
+    )
+    .await
+    .ok();
+    b.fill("#g-principal", "field-ops").await;
+    b.select("#g-type", "Group").await;
+    b.click("#grant-form button[formaction='/access/revoke']")
+        .await;
+    b.wait_text(
+        "#access-body",
+        "remote access revoked for Group field-ops",
+        T,
+    )
+    .await;
+    let perms = a
+        .call("Things", "gw-1", "GetRunTimePermissionsAsJSON", json!({}))
+        .await
+        .ok();
+    let left: Vec<&serde_json::Value> = perms.rows()[0]["result"]["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["principal"]["name"] == "field-ops")
+        .collect();
+    assert_eq!(left.len(), 1, "only the Deny is left: {left:?}");
+    assert_eq!(left[0]["allow"], false);
+    assert_eq!(left[0]["resource"], "GetSession");
     b.close().await;
 }
 

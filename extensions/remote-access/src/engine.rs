@@ -862,6 +862,14 @@ impl Engine {
             },
             &key,
         );
+        let _ = self.host.audit(
+            AUDIT,
+            thing,
+            &format!(
+                "session {id}: a client credential issued again to {} from {} (AttachSession)",
+                caller.name, caller.source_ip
+            ),
+        );
         Ok(StartedSession {
             session: record,
             gas_url: Some(gas_url),

@@ -19,6 +19,9 @@ use std::sync::Arc;
 pub const SESSION_COOKIE: &str = "thingport_session";
 pub const XSRF_HEADER: &str = "x-xsrf-token";
 pub const XSRF_VALUE: &str = "TWX-XSRF-TOKEN-VALUE";
+/// Sent by the web console's periodic refreshes: the request does not postpone the session's
+/// idle expiry.
+pub const REFRESH_HEADER: &str = "x-thingport-refresh";
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -145,7 +148,9 @@ pub fn cookie_principal(
     headers: &HeaderMap,
 ) -> Option<Result<Arc<Principal>, ApiError>> {
     let token = session_cookie(headers)?;
-    let Some(who) = p.session_user(token) else {
+    // The console's periodic refreshes do not count as use (the idle expiry still comes).
+    let touch = !headers.contains_key(REFRESH_HEADER);
+    let Some(who) = p.session_user_touching(token, touch) else {
         return Some(Err(ApiError::unauthorized(
             "session expired or unknown: sign in again",
         )));

@@ -85,7 +85,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .merge(crate::web::router())
+        .merge(crate::web::router(state.max_upload_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     api.layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -108,7 +108,7 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let path = req.uri().path().to_string();
-    let limit = if path == UPLOAD_PATH {
+    let limit = if path == UPLOAD_PATH || path == crate::web::UPLOAD_PATH {
         s.max_upload_bytes
     } else {
         s.max_body_bytes

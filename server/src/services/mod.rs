@@ -349,26 +349,6 @@ fn extension_table(p: &Platform, def: &ServiceDef, value: Value) -> InfoTable {
     table
 }
 
-#[cfg(test)]
-mod routing_tests {
-    use super::*;
-
-    #[test]
-    fn every_host_service_names_its_implementation() {
-        for d in defs::all_host_services() {
-            assert_ne!(d.handler, Handler::Unrouted, "{} has no handler", d.name);
-            assert_ne!(d.handler, Handler::Extension, "{} is the host's", d.name);
-            // What the old name-based routing did, kept as a cross-check.
-            if d.name.contains("Permission") {
-                assert_eq!(d.handler, Handler::Permissions, "{}", d.name);
-            }
-            if d.name.ends_with("ConfigurationTable") {
-                assert_eq!(d.handler, Handler::Configuration, "{}", d.name);
-            }
-        }
-    }
-}
-
 /// What uses an entity (for 409 answers): `Kind name` labels.
 pub fn entities_in_use(m: &crate::model::Model, kind: EntityKind, name: &str) -> Vec<String> {
     entities::users_of(m, kind, name)
@@ -387,4 +367,24 @@ pub fn refuse_if_owned(m: &crate::model::Model, kind: EntityKind, name: &str) ->
 /// Checks a password against the policy (used for the bootstrap administrator too).
 pub fn check_admin_password(pw: &str) -> ApiResult<()> {
     members::check_password("admin-password", pw)
+}
+
+#[cfg(test)]
+mod routing_tests {
+    use super::*;
+
+    #[test]
+    fn every_host_service_names_its_implementation() {
+        for d in defs::all_host_services() {
+            assert_ne!(d.handler, Handler::Unrouted, "{} has no handler", d.name);
+            assert_ne!(d.handler, Handler::Extension, "{} is the host's", d.name);
+            // What the old name-based routing did, kept as a cross-check.
+            if d.name.contains("Permission") {
+                assert_eq!(d.handler, Handler::Permissions, "{}", d.name);
+            }
+            if d.name.ends_with("ConfigurationTable") {
+                assert_eq!(d.handler, Handler::Configuration, "{}", d.name);
+            }
+        }
+    }
 }

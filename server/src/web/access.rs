@@ -323,7 +323,9 @@ pub struct GrantForm {
     organization: String,
 }
 
-/// Checks a grant form before anything is written.
+/// Checks a grant form before anything is written: the caller may change the permissions of
+/// the entity (and, for a template, of each of its Things), the principal and the organization
+/// exist.
 fn check(s: &AppState, v: &Viewer, f: &GrantForm) -> ApiResult<(Kind, PrincipalKind)> {
     let kind = Kind::parse(&f.kind)?;
     let pk = PrincipalKind::parse(&f.principal_type)
@@ -337,6 +339,14 @@ fn check(s: &AppState, v: &Viewer, f: &GrantForm) -> ApiResult<(Kind, PrincipalK
     let org = f.organization.trim();
     if !org.is_empty() && !m.orgs.contains_key(org) {
         return Err(ApiError::entity_not_found(org));
+    }
+    drop(m);
+    if kind == Kind::Template {
+        let things = template_things(s, v, &f.name);
+        let m = s.platform.model();
+        for thing in things {
+            m.check_design(&v.ctx.who, EntityKind::Thing, &thing, DesignPerm::Update)?;
+        }
     }
     Ok((kind, pk))
 }
@@ -353,6 +363,14 @@ fn template_things(s: &AppState, v: &Viewer, template: &str) -> Vec<String> {
         .collect()
 }
 
+/// The parameters of an Add (with `allow: true`) or a Delete (without) permission service.
+fn grant_params(mut params: Value, adding: bool) -> Value {
+    if adding {
+        params["allow"] = Value::Bool(true);
+    }
+    params
+}
+
 async fn apply(s: &AppState, v: &Viewer, f: &GrantForm, adding: bool) -> ApiResult<String> {
     let (kind, pk) = check(s, v, f)?;
     let e = kind.entity();
@@ -367,22 +385,50 @@ async fn apply(s: &AppState, v: &Viewer, f: &GrantForm, adding: bool) -> ApiResu
     } else {
         ("DeleteDesignTimePermission", "DeleteRunTimePermission")
     };
+    // Revoking takes away this set's Allows only: an explicit Deny stays (deleting it could
+    // let an Allow inherited from a template apply).
+    let allowed = |grants: &[GrantRow], perm: &str, resource: &str| {
+        grants.iter().any(|g| {
+            g.allow
+                && g.principal == principal
+                && g.principal_type == ptype
+                && g.permission == perm
+                && (resource.is_empty() || g.resource == resource)
+        })
+    };
     for thing in &read_on {
+        if !adding {
+            let (current, _) = grants(s, v, Kind::Thing, thing).await?;
+            if !allowed(&current, "Read", "") {
+                continue;
+            }
+        }
         call(
             s,
             v,
             EntityKind::Thing,
             thing,
             design_service,
-            json!({"type": "Read", "principal": principal, "principalType": ptype, "allow": true}),
+            grant_params(
+                json!({"type": "Read", "principal": principal, "principalType": ptype}),
+                adding,
+            ),
         )
         .await?;
     }
     let mut runtime = vec![("PropertyRead", "*")];
     runtime.extend(SESSION_SERVICES.iter().map(|s| ("ServiceInvoke", *s)));
+    let current = if adding {
+        Vec::new()
+    } else {
+        grants(s, v, kind, &f.name).await?.0
+    };
     for (perm, resource) in runtime {
-        call(s, v, e, &f.name, run_service,
-             json!({"type": perm, "resource": resource, "principal": principal, "principalType": ptype, "allow": true})).await?;
+        if !adding && !allowed(&current, perm, resource) {
+            continue;
+        }
+        let params = json!({"type": perm, "resource": resource, "principal": principal, "principalType": ptype});
+        call(s, v, e, &f.name, run_service, grant_params(params, adding)).await?;
     }
     let org = f.organization.trim();
     if adding && !org.is_empty() {
@@ -405,7 +451,7 @@ async fn apply(s: &AppState, v: &Viewer, f: &GrantForm, adding: bool) -> ApiResu
         )
     } else {
         format!(
-            "remote access revoked for {ptype} {principal} on {} {} (organization visibility is shared and stays)",
+            "remote access revoked for {ptype} {principal} on {} {} (the set's Allows; a Deny stays, and an organization's visibility is shared and stays)",
             kind.label(),
             f.name
         )

@@ -147,7 +147,7 @@ async fn content(s: &AppState, v: &Viewer) -> Admin {
                     PackageRow {
                         name: text("name"),
                         version: text("packageVersion"),
-                        status: text("loaded"),
+                        status: text("status"),
                         message: text("description"),
                     }
                 })
@@ -233,6 +233,11 @@ pub async fn create_user(
     v: Viewer,
     Form(f): Form<UserForm>,
 ) -> Response {
+    // The page's data (every user, group and key) is for administrators only, whatever the
+    // service would have answered.
+    if let Err(e) = require_admin(&v) {
+        return view::error(&v, &e);
+    }
     let name = f.name.trim().to_string();
     let result = if f.action == "delete" {
         entity_service(&s, &v, "DeleteUser", json!({"name": name}))
@@ -262,6 +267,11 @@ pub async fn create_group(
     v: Viewer,
     Form(f): Form<GroupForm>,
 ) -> Response {
+    // The page's data (every user, group and key) is for administrators only, whatever the
+    // service would have answered.
+    if let Err(e) = require_admin(&v) {
+        return view::error(&v, &e);
+    }
     let name = f.name.trim().to_string();
     let result = entity_service(&s, &v, "CreateGroup", json!({"name": name}))
         .await
@@ -280,6 +290,11 @@ pub struct MemberForm {
 
 /// `POST /admin/groups/members`: `AddMember` or `RemoveMember` on the group.
 pub async fn members(State(s): State<AppState>, v: Viewer, Form(f): Form<MemberForm>) -> Response {
+    // The page's data (every user, group and key) is for administrators only, whatever the
+    // service would have answered.
+    if let Err(e) = require_admin(&v) {
+        return view::error(&v, &e);
+    }
     let (service, verb) = if f.action == "remove" {
         ("RemoveMember", "removed from")
     } else {
@@ -309,6 +324,11 @@ pub struct KeyForm {
 
 /// `POST /admin/keys`: `CreateApplicationKey`; the value is shown this once.
 pub async fn create_key(State(s): State<AppState>, v: Viewer, Form(f): Form<KeyForm>) -> Response {
+    // The page's data (every user, group and key) is for administrators only, whatever the
+    // service would have answered.
+    if let Err(e) = require_admin(&v) {
+        return view::error(&v, &e);
+    }
     let name = f.name.trim().to_string();
     let mut params = json!({"name": name, "user": f.user.trim()});
     let expires = f.expires.trim();
@@ -351,6 +371,11 @@ pub async fn delete_key(
     v: Viewer,
     Form(f): Form<GroupForm>,
 ) -> Response {
+    // The page's data (every user, group and key) is for administrators only, whatever the
+    // service would have answered.
+    if let Err(e) = require_admin(&v) {
+        return view::error(&v, &e);
+    }
     let name = f.name.trim().to_string();
     let result = entity_service(&s, &v, "DeleteApplicationKey", json!({"name": name}))
         .await
@@ -364,6 +389,11 @@ pub async fn import_extension(
     v: Viewer,
     mut form: Multipart,
 ) -> Response {
+    // The page's data (every user, group and key) is for administrators only, whatever the
+    // service would have answered.
+    if let Err(e) = require_admin(&v) {
+        return view::error(&v, &e);
+    }
     let file = match crate::api::extensions::file_field(&mut form).await {
         Ok(f) => f,
         Err(e) => return after(&s, &v, Err(e)).await,
@@ -408,6 +438,11 @@ pub async fn delete_extension(
     v: Viewer,
     Form(f): Form<PackageForm>,
 ) -> Response {
+    // The page's data (every user, group and key) is for administrators only, whatever the
+    // service would have answered.
+    if let Err(e) = require_admin(&v) {
+        return view::error(&v, &e);
+    }
     let result = services::invoke(
         &s.platform,
         &v.ctx,

@@ -51,7 +51,8 @@ struct Facts {
 #[template(path = "_switch_partial.html")]
 pub struct SwitchPanel {
     thing: String,
-    on: bool,
+    /// `None` when the viewer may not read it.
+    on: Option<bool>,
     may_change: bool,
     error: String,
 }
@@ -60,13 +61,39 @@ pub struct SwitchPanel {
 #[template(path = "_endpoints_partial.html")]
 pub struct EndpointsPanel {
     thing: String,
-    rows: Vec<Endpoint>,
+    rows: Vec<EndpointRow>,
     may_edit: bool,
     may_connect: bool,
     error: String,
     notice: String,
     form: EndpointForm,
     protocols: [&'static str; 5],
+}
+
+/// An endpoint as listed, with its edit form's values (what was typed, after a refused edit).
+pub struct EndpointRow {
+    e: Endpoint,
+    edit: EndpointForm,
+    /// The edit form is shown open (it was refused).
+    open: bool,
+}
+
+impl EndpointRow {
+    fn new(e: Endpoint) -> Self {
+        let edit = EndpointForm {
+            original: e.name.clone(),
+            name: e.name.clone(),
+            protocol: e.protocol.clone(),
+            host: e.host.clone(),
+            port: e.port.clone(),
+            description: e.description.clone(),
+        };
+        EndpointRow {
+            e,
+            edit,
+            open: false,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -91,6 +118,9 @@ struct ConnectResult {
     expires: String,
     commands: Vec<(String, String, String)>,
     may_end: bool,
+    /// Whether the viewer may attach to the session (`AttachSession`); else the lines start
+    /// sessions of their own.
+    may_attach: bool,
 }
 
 fn thing_path(thing: &str) -> String {
@@ -122,7 +152,10 @@ fn endpoints_panel(s: &AppState, v: &Viewer, thing: &str) -> EndpointsPanel {
     let may_connect = view::may_connect(&m, who, thing);
     drop(m);
     let (rows, error) = match read_endpoints(s, v, thing) {
-        Ok(rows) => (rows, String::new()),
+        Ok(rows) => (
+            rows.into_iter().map(EndpointRow::new).collect(),
+            String::new(),
+        ),
         Err(e) => (Vec::new(), e.message),
     };
     EndpointsPanel {
@@ -139,21 +172,16 @@ fn endpoints_panel(s: &AppState, v: &Viewer, thing: &str) -> EndpointsPanel {
 
 fn switch_panel(s: &AppState, v: &Viewer, thing: &str) -> SwitchPanel {
     let m = s.platform.model();
-    let on = m
-        .things
-        .get(thing)
-        .and_then(|t| t.values.get(crate::web::REMOTE_ACCESS_ENABLED))
-        != Some(&Value::Bool(false));
+    let who = &v.ctx.who;
+    let property = crate::web::REMOTE_ACCESS_ENABLED;
+    let readable = view::may_run(&m, who, thing, RunPerm::PropertyRead, property);
+    let on = readable.then(|| {
+        m.things.get(thing).and_then(|t| t.values.get(property)) != Some(&Value::Bool(false))
+    });
     SwitchPanel {
         thing: thing.to_string(),
         on,
-        may_change: view::may_run(
-            &m,
-            &v.ctx.who,
-            thing,
-            RunPerm::PropertyWrite,
-            crate::web::REMOTE_ACCESS_ENABLED,
-        ),
+        may_change: view::may_run(&m, who, thing, RunPerm::PropertyWrite, property),
         error: String::new(),
     }
 }
@@ -196,7 +224,15 @@ pub async fn page(State(s): State<AppState>, v: Viewer, Path(thing): Path<String
     let facts = {
         let m = s.platform.model();
         let who = &v.ctx.who;
-        let t = &m.things[&thing];
+        // Checked again under this lock: the Thing may have been deleted since.
+        let Some(t) = m
+            .things
+            .get(&thing)
+            .filter(|_| m.is_visible(who, EntityKind::Thing, &thing))
+        else {
+            drop(m);
+            return view::error(&v, &ApiError::entity_not_found(&thing));
+        };
         let readable = |p: &str| view::may_run(&m, who, &thing, RunPerm::PropertyRead, p);
         Facts {
             thing: thing.clone(),
@@ -318,7 +354,15 @@ pub async fn edit_endpoint(
     };
     let endpoint = match endpoints::validate(&form, &rows, Some(&original)) {
         Ok(e) => e,
-        Err(why) => return invalid(&s, &v, &thing, EndpointForm::default(), why),
+        Err(why) => {
+            let mut panel = endpoints_panel(&s, &v, &thing);
+            panel.error = why;
+            if let Some(row) = panel.rows.iter_mut().find(|r| r.e.name == original) {
+                row.edit = form;
+                row.open = true;
+            }
+            return with_status(StatusCode::UNPROCESSABLE_ENTITY, page_html(&panel));
+        }
     };
     let notice = format!("endpoint {} saved", endpoint.name);
     rows[at] = endpoint;
@@ -368,6 +412,9 @@ pub async fn switch(
     Path(thing): Path<String>,
     Form(form): Form<SwitchForm>,
 ) -> Response {
+    if let Err(e) = ensure_visible(&s, &v, &thing) {
+        return fragment_error(&e);
+    }
     let on = match form.enabled.as_str() {
         "true" => true,
         "false" => false,
@@ -458,12 +505,22 @@ pub async fn connect(
         .and_then(|rows| rows.into_iter().find(|r| r.name == form.endpoint))
         .map(|e| e.protocol)
         .unwrap_or_default();
-    let base = format!(
-        "thingport --url {} connect {} {} --session {id}",
+    let (may_end, may_attach) = {
+        let m = s.platform.model();
+        (
+            view::may_invoke(&m, &v.ctx.who, &thing, "EndSession"),
+            view::may_invoke(&m, &v.ctx.who, &thing, "AttachSession"),
+        )
+    };
+    let mut base = format!(
+        "thingport --url {} connect {} {}",
         shell_quote(&origin(&s, &headers)),
         shell_quote(&thing),
         shell_quote(&form.endpoint)
     );
+    if may_attach {
+        base.push_str(&format!(" --session {id}"));
+    }
     let mut commands = vec![(
         "cmd-local".to_string(),
         "Listen on a local port (then point your client at the address it prints)".to_string(),
@@ -480,7 +537,6 @@ pub async fn connect(
             ),
         ));
     }
-    let may_end = view::may_invoke(&s.platform.model(), &v.ctx.who, &thing, "EndSession");
     page_html(&ConnectResult {
         thing: thing.clone(),
         endpoint: form.endpoint,
@@ -489,6 +545,7 @@ pub async fn connect(
         expires: datetime(row.get("credentialExpires").and_then(Value::as_i64)),
         commands,
         may_end,
+        may_attach,
     })
 }
 

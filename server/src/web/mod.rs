@@ -37,8 +37,12 @@ pub const CSP: &str =
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The console's extension package import, which takes bodies up to `--max-upload-bytes` like
+/// the API's uploader.
+pub const UPLOAD_PATH: &str = "/admin/extensions";
+
 /// The console's routes (the API's middleware bounds and counts them too).
-pub fn router() -> Router<AppState> {
+pub fn router(max_upload_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/", get(root))
         .route("/login", get(login::page).post(login::submit))
@@ -74,7 +78,11 @@ pub fn router() -> Router<AppState> {
         .route("/admin/groups/members", post(admin::members))
         .route("/admin/keys", post(admin::create_key))
         .route("/admin/keys/delete", post(admin::delete_key))
-        .route("/admin/extensions", post(admin::import_extension))
+        .route(
+            UPLOAD_PATH,
+            post(admin::import_extension)
+                .layer(axum::extract::DefaultBodyLimit::max(max_upload_bytes)),
+        )
         .route("/admin/extensions/delete", post(admin::delete_extension))
         .layer(axum::middleware::from_fn(security_headers))
 }

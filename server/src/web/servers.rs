@@ -47,8 +47,11 @@ struct ServerRowPartial {
 
 fn row(s: &AppState, v: &Viewer, name: &str) -> Option<ServerRow> {
     let m = s.platform.model();
-    let t = m.things.get(name)?;
     let who = &v.ctx.who;
+    if !m.is_visible(who, EntityKind::Thing, name) {
+        return None;
+    }
+    let t = m.things.get(name)?;
     let readable = view::may_run(&m, who, name, RunPerm::PropertyRead, "*");
     let get = |p: &str| t.values.get(p).cloned().unwrap_or(Value::Null);
     let text = |p: &str| get(p).as_str().unwrap_or("").to_string();
@@ -108,12 +111,12 @@ pub async fn enable(State(s): State<AppState>, v: Viewer, Form(f): Form<EnableFo
         json!({}),
     )
     .await;
-    let error = match result {
-        Ok(_) => String::new(),
-        Err(e) => e.message,
+    let (status, error) = match result {
+        Ok(_) => (axum::http::StatusCode::OK, String::new()),
+        Err(e) => (e.status, e.message),
     };
     match row(&s, &v, &f.server) {
-        Some(r) => page_html(&ServerRowPartial { r, error }),
+        Some(r) => view::with_status(status, page_html(&ServerRowPartial { r, error })),
         None => fragment_error(&crate::error::ApiError::entity_not_found(&f.server)),
     }
 }
