@@ -21,6 +21,9 @@ pub mod services;
 pub mod store;
 pub mod web;
 
+#[cfg(test)]
+mod proptests;
+
 use anyhow::Context;
 use std::future::Future;
 use std::io::Write as _;

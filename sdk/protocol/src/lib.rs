@@ -14,3 +14,6 @@
 pub mod control;
 pub mod gas;
 pub mod tunnel;
+
+#[cfg(test)]
+mod proptests;
