@@ -27,6 +27,14 @@ pub struct Config {
     #[arg(long, env = "THINGPORT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Run the one-command demo instead (the same as `thingport up`): the platform on the
+    /// embedded default, the bundled extensions, a Global Access Server and a gateway with its
+    /// agent, in one process. Runs `thingport-demo` beside this executable with --listen, --log
+    /// and --data-dir (when given; the demo's default is ./thingport-demo); other flags do not
+    /// apply to it.
+    #[arg(long)]
+    pub demo: bool,
+
     /// Directory for the embedded database and, later, extension packages. Created if missing
     /// (mode 0700). Only one server may use it at a time.
     #[arg(long, env = "THINGPORT_DATA_DIR", default_value = "./thingport-data")]

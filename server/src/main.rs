@@ -1,12 +1,19 @@
 //! `thingport-server`: parses flags, sets up logging, runs the platform until SIGINT/SIGTERM.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::io::IsTerminal;
 use thingport_server::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let config = Config::parse();
+    let matches = Config::command().get_matches();
+    let config = match Config::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if config.demo {
+        return demo(&config, &matches);
+    }
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -39,6 +46,56 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `--demo`: replaces this process with `thingport-demo` (beside this executable), passing the
+/// flags that apply to it; any other flag given is refused, naming it.
+fn demo(config: &Config, matches: &clap::ArgMatches) -> std::process::ExitCode {
+    use clap::parser::ValueSource;
+    let given = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    let applies = ["listen", "data_dir", "log", "demo"];
+    let command = Config::command();
+    if let Some(other) = command
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .find(|id| !applies.contains(id) && given(id))
+    {
+        eprintln!(
+            "thingport-server: --{} does not apply to --demo (the demo takes --listen, --data-dir and --log)",
+            other.replace('_', "-")
+        );
+        return std::process::ExitCode::from(2);
+    }
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["--listen".into(), config.listen.to_string().into()];
+    if given("data_dir") {
+        args.push("--data-dir".into());
+        args.push(config.data_dir.clone().into());
+    }
+    if given("log") {
+        args.push("--log".into());
+        args.push(config.log.clone().into());
+    }
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("thingport-demo")))
+        .filter(|p| p.is_file());
+    let Some(binary) = binary else {
+        eprintln!(
+            "thingport-server: --demo needs thingport-demo beside this executable: it ships with \
+             the workspace (cargo build --release --workspace)"
+        );
+        return std::process::ExitCode::FAILURE;
+    };
+    use std::os::unix::process::CommandExt as _;
+    let err = std::process::Command::new(&binary).args(&args).exec();
+    eprintln!("thingport-server: cannot run {}: {err}", binary.display());
+    std::process::ExitCode::FAILURE
 }
 
 /// Installs the SIGINT and SIGTERM handlers now and returns a future that resolves on either.

@@ -143,29 +143,24 @@ pub enum Command {
     #[command(subcommand)]
     Ext(ExtCommand),
 
-    /// Run the whole platform as a demo, in this one process, until Ctrl-C.
+    /// Run the whole platform as a demo on this machine, until Ctrl-C (runs `thingport-demo`).
     ///
-    /// Starts the platform on --listen with its data (embedded SQLite) in --data-dir; imports
-    /// the bundled extensions, in order: ConnectionServicesExtension, RemoteAccessExtension and,
-    /// if its library was built, AxedaCompatibilityExtension (each packed from the library next
-    /// to this executable, or in --extensions-dir; one already installed in the same version is
-    /// kept); creates the users demo-gas-service and demo-device with fresh application keys;
-    /// runs the Global Access Server demo-gas (on a free loopback port) and enables it; creates
-    /// the Thing demo-gateway (a RemoteAccessibleThing) with the endpoint `echo` (a TCP echo
-    /// service this command runs) and, if something listens on 127.0.0.1:22, `ssh`; runs an
-    /// agent for demo-gateway; waits until it is connected; then prints the Administrator's
-    /// credentials, the commands to try, and the line `demo ready` on stdout. Progress goes to
-    /// stderr; the components log at --log's level (warn by default).
-    ///
-    /// The Administrator's password is generated on the first start and kept in
-    /// <data-dir>/demo-admin-password (mode 0600), so a later `thingport up` on the same data
-    /// directory works and prints it again. Ctrl-C or SIGTERM stops the agent, the GAS and the
-    /// platform, in that order, and exits 0.
-    ///
-    /// Build first: `cargo build --release --workspace`, then run `target/release/thingport up`.
-    /// Fails (exit 1) naming the problem when the port is taken, a library is missing, or the
-    /// data directory is locked by a running server. The server connection flags do not apply.
-    Up(crate::up::UpArgs),
+    /// The demo (the platform on the embedded default, the bundled extensions, a Global Access
+    /// Server and a gateway with its agent, in one process) is the binary `thingport-demo`,
+    /// shipped beside `thingport` (`cargo build --release --workspace` builds both), so that the
+    /// client does not carry the platform. `thingport up ARGS...` runs it with ARGS, as git and
+    /// cargo run their subcommands; `thingport up --help` shows its flags. `thingport-server
+    /// --demo` runs the same demo.
+    #[command(disable_help_flag = true)]
+    Up {
+        /// The demo's flags (`thingport up --help` lists them).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -335,7 +330,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Ext(command) => command,
         Command::Connect(args) => return connect_command(global, args),
-        Command::Up(args) => return crate::up::run(args),
+        Command::Up { mut args } => {
+            if global.log != "warn" {
+                args.splice(0..0, ["--log".into(), global.log.clone().into()]);
+            }
+            return crate::demo::exec(args);
+        }
         Command::Things { json } => {
             let connection = connect(global)?;
             let things = block_on(async { connection.things().await })?;

@@ -11,7 +11,7 @@
 //! file as it is.
 //!
 //! The signature `ext pack` writes is `signature.ed25519` in the format of
-//! `thingport_server::extensions::package::signature`: the signer's key and an ed25519
+//! `thingport_package::signature`: the signer's key and an ed25519
 //! signature of the exact bytes of `metadata.xml`.
 
 use anyhow::{bail, Context as _};
@@ -20,7 +20,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use std::io::Write as _;
 use std::path::Path;
-use thingport_server::extensions::package::{PublicKey, SignatureFile};
+use thingport_package::{PublicKey, SignatureFile};
 
 const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
 const PEM_END: &str = "-----END PRIVATE KEY-----";

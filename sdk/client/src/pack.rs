@@ -19,9 +19,9 @@ use archive::Entries;
 use locate::{ExtensionCrate, Profile};
 use manifest::LibraryEntry;
 use std::path::{Path, PathBuf};
-use thingport_server::extensions::package::metadata::METADATA_FILE;
-use thingport_server::extensions::package::signature::SIGNATURE_FILE;
-use thingport_server::extensions::package::{
+use thingport_package::metadata::METADATA_FILE;
+use thingport_package::signature::SIGNATURE_FILE;
+use thingport_package::{
     host_target, verify_package, Metadata, MetadataError, Package, PublicKey, Sha256, TrustedKeys,
     VerifyOptions, ZipLimits,
 };

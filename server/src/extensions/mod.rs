@@ -6,5 +6,6 @@ pub mod bridge;
 pub mod connections;
 pub mod definitions;
 pub mod host;
-pub mod package;
+/// The package format lives in its own crate (`sdk/package`), shared with `thingport ext pack`.
+pub use thingport_package as package;
 pub mod registry;

@@ -1,5 +1,5 @@
 use super::*;
-use thingport_server::extensions::package::{verify_signature, TrustedKeys};
+use thingport_package::{verify_signature, TrustedKeys};
 
 #[test]
 fn a_generated_key_round_trips_through_pem_and_signs_what_the_server_verifies() {

@@ -61,7 +61,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use thingport_server::extensions::package::{read_zip, ZipLimits};
+    use thingport_package::{read_zip, ZipLimits};
 
     fn entries() -> Entries {
         let mut e = Entries::new();

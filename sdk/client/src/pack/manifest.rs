@@ -10,7 +10,7 @@
 use quick_xml::escape::escape;
 use quick_xml::events::Event;
 use std::ops::Range;
-use thingport_server::extensions::package::Sha256;
+use thingport_package::Sha256;
 
 /// The `NativeLibrary` element to write.
 #[derive(Debug, Clone, PartialEq, Eq)]

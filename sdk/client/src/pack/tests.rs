@@ -1,5 +1,5 @@
 use super::*;
-use thingport_server::extensions::package::{read_zip, TrustedKeys};
+use thingport_package::{read_zip, TrustedKeys};
 
 const TEMPLATE: &str = r#"<Entities>
   <ExtensionPackages>

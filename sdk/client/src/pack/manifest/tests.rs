@@ -1,5 +1,5 @@
 use super::*;
-use thingport_server::extensions::package::Metadata;
+use thingport_package::Metadata;
 
 fn entry() -> LibraryEntry {
     LibraryEntry {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::extensions::package::testutil::{metadata_xml, TARGET};
+use crate::testutil::{metadata_xml, TARGET};
 
 const SHA: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 

@@ -1,4 +1,6 @@
-//! Extension packages (SPEC §4): reading an upload safely, `metadata.xml`, verification before
+//! `thingport-package`: the extension package format (SPEC §4), shared by the server's import and
+//! `thingport ext pack` so that a package is checked by one set of rules wherever it is made or
+//! taken. Reading an upload safely, `metadata.xml`, verification before
 //! anything is opened, the version and `dependsOn` rules with the import report, and
 //! content-addressed storage. A pure library: no HTTP, no database, no `dlopen`; nothing here
 //! executes or writes out a library (the host does, after [`verify_package`] passed).

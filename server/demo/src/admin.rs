@@ -2,7 +2,7 @@
 //! extensions and imports, users, application keys, permissions, the gateway Thing and its
 //! endpoints, enabling the GAS, and `isConnected`.
 //!
-//! Its own small client rather than [`crate::api::Connection`]: the demo's platform is always on
+//! Its own small client rather than `thingport_client::api::Connection`: the demo's platform is always on
 //! loopback, so this client never goes through an `HTTP(S)_PROXY` of the environment, and the
 //! calls that may find their entity already there (a second `thingport up`) read 409 and 404 as
 //! answers, not failures.

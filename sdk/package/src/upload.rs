@@ -126,7 +126,7 @@ fn is_zip_name(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extensions::package::testutil::*;
+    use crate::testutil::*;
 
     fn limits() -> ZipLimits {
         ZipLimits::default()

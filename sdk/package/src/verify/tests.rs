@@ -1,6 +1,6 @@
 use super::*;
-use crate::extensions::package::signature::SignatureFile;
-use crate::extensions::package::testutil::*;
+use crate::signature::SignatureFile;
+use crate::testutil::*;
 
 fn files_of(entries: Vec<(String, Vec<u8>)>) -> Files {
     entries.into_iter().collect()

@@ -1,5 +1,5 @@
 use super::*;
-use crate::extensions::package::testutil::*;
+use crate::testutil::*;
 use std::io::Write as _;
 
 fn small_limits() -> ZipLimits {

@@ -1,6 +1,6 @@
 use super::*;
-use crate::extensions::package::metadata::{Dependency, NativeLibrary};
-use crate::extensions::package::Sha256;
+use crate::metadata::{Dependency, NativeLibrary};
+use crate::Sha256;
 
 fn meta(name: &str, version: &str, deps: &[(&str, &str)]) -> Metadata {
     Metadata {

@@ -3,12 +3,12 @@
 //! or in `--extensions-dir`, and each package's `metadata.xml` template (built into this binary
 //! for the extensions it was built with, else read from `<extensions-dir>/<crate>/metadata.xml`
 //! or the source tree this binary was built from). Packages are assembled in memory with the
-//! code of `thingport ext pack` ([`crate::pack::assemble`]).
+//! code of `thingport ext pack` (`thingport_client::pack::assemble`).
 
-use crate::pack::manifest::{with_native_library, LibraryEntry};
 use anyhow::{bail, Context as _};
 use std::path::{Path, PathBuf};
-use thingport_server::extensions::package::{host_target, Metadata, Sha256};
+use thingport_client::pack::manifest::{with_native_library, LibraryEntry};
+use thingport_package::{host_target, Metadata, Sha256};
 
 /// The command that builds the bundled extensions next to `thingport`.
 pub const BUILD_COMMAND: &str = "cargo build --release --workspace";
@@ -35,7 +35,7 @@ pub const BUNDLED: [Bundled; 3] = [
         crate_dir: "connection-services",
         lib_name: "connection_services",
         template: Some(include_bytes!(
-            "../../../../extensions/connection-services/metadata.xml"
+            "../../../extensions/connection-services/metadata.xml"
         )),
         required: true,
     },
@@ -44,7 +44,7 @@ pub const BUNDLED: [Bundled; 3] = [
         crate_dir: "remote-access",
         lib_name: "remote_access",
         template: Some(include_bytes!(
-            "../../../../extensions/remote-access/metadata.xml"
+            "../../../extensions/remote-access/metadata.xml"
         )),
         required: true,
     },
@@ -53,7 +53,7 @@ pub const BUNDLED: [Bundled; 3] = [
         crate_dir: "axeda-compat",
         lib_name: "axeda_compat",
         template: Some(include_bytes!(
-            "../../../../extensions/axeda-compat/metadata.xml"
+            "../../../extensions/axeda-compat/metadata.xml"
         )),
         required: true,
     },
@@ -143,9 +143,9 @@ pub fn pack(bundled: &Bundled, template: &[u8], library: &Path) -> anyhow::Resul
         ),
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", library.display())),
     };
-    let abi_version = crate::pack::locate::abi_version_of(&bytes)
+    let abi_version = thingport_client::pack::locate::abi_version_of(&bytes)
         .with_context(|| format!("cannot pack {}", library.display()))?;
-    let assembled = crate::pack::assemble(
+    let assembled = thingport_client::pack::assemble(
         template,
         &bundled.library_file_name(),
         &bytes,

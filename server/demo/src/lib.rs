@@ -1,4 +1,5 @@
-//! `thingport up`: the one-command demo (SPEC §9). In this one process it starts the platform
+//! `thingport-demo` (run by `thingport up` and `thingport-server --demo`): the one-command demo
+//! (SPEC §9). In this one process it starts the platform
 //! (`thingport_server::run`, embedded SQLite in `--data-dir`), imports the bundled extensions
 //! ([`bundle`]), creates the demo's users, keys and permissions ([`admin`]), runs a Global
 //! Access Server (`thingport_gas`) and enables it, defines the Thing `demo-gateway` with an
@@ -31,6 +32,30 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// `thingport up --help`'s long description.
+pub const LONG_ABOUT: &str = r#"Run the whole platform as a demo, in this one process, until Ctrl-C.
+
+Starts the platform on --listen with its data (embedded SQLite) in --data-dir; imports
+the bundled extensions, in order: ConnectionServicesExtension, RemoteAccessExtension and,
+if its library was built, AxedaCompatibilityExtension (each packed from the library next
+to this executable, or in --extensions-dir; one already installed in the same version is
+kept); creates the users demo-gas-service and demo-device with fresh application keys;
+runs the Global Access Server demo-gas (on a free loopback port) and enables it; creates
+the Thing demo-gateway (a RemoteAccessibleThing) with the endpoint `echo` (a TCP echo
+service this command runs) and, if something listens on 127.0.0.1:22, `ssh`; runs an
+agent for demo-gateway; waits until it is connected; then prints the Administrator's
+credentials, the commands to try, and the line `demo ready` on stdout. Progress goes to
+stderr; the components log at --log's level (warn by default).
+
+The Administrator's password is generated on the first start and kept in
+<data-dir>/demo-admin-password (mode 0600), so a later thingport up on the same data
+directory works and prints it again. Ctrl-C or SIGTERM stops the agent, the GAS and the
+platform, in that order, and exits 0.
+
+Build first: `cargo build --release --workspace`, then run `target/release/thingport up`.
+Fails (exit 1) naming the problem when the port is taken, a library is missing, or the
+data directory is locked by a running server. The server connection flags do not apply."#;
 
 /// The demo's GAS Thing.
 pub const GAS_NAME: &str = "demo-gas";
@@ -442,6 +467,7 @@ async fn import_extensions(admin: &Admin, dir: &std::path::Path) -> anyhow::Resu
 fn server_config(listen: SocketAddr, data: &local::DataDir) -> thingport_server::config::Config {
     thingport_server::config::Config {
         listen,
+        demo: false,
         data_dir: data.path.clone(),
         database_url: None,
         admin_password: Some(data.password.clone()),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::extensions::package::testutil::sign;
+use crate::testutil::sign;
 
 const XML: &[u8] = b"<Entities/>";
 
