@@ -72,6 +72,26 @@ struct AdminPartial {
     a: Admin,
 }
 
+/// A signed-in administrator: what every administration request needs first. Anyone else is
+/// refused before anything is done or shown (the page's data, every user, group and key, is for
+/// administrators only, whatever a service would have answered).
+pub struct Administrator(pub Viewer);
+
+impl axum::extract::FromRequestParts<AppState> for Administrator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let v = Viewer::from_request_parts(parts, state).await?;
+        match require_admin(&v) {
+            Ok(()) => Ok(Administrator(v)),
+            Err(e) => Err(view::error(&v, &e)),
+        }
+    }
+}
+
 fn require_admin(v: &Viewer) -> ApiResult<()> {
     if v.ctx.who.admin {
         Ok(())
@@ -170,10 +190,7 @@ async fn content(s: &AppState, v: &Viewer) -> Admin {
 }
 
 /// `GET /admin`.
-pub async fn page(State(s): State<AppState>, v: Viewer) -> Response {
-    if let Err(e) = require_admin(&v) {
-        return view::error(&v, &e);
-    }
+pub async fn page(State(s): State<AppState>, Administrator(v): Administrator) -> Response {
     let a = content(&s, &v).await;
     page_html(&AdminPage {
         frame: Frame::new(&v, "Administration", "admin"),
@@ -230,14 +247,9 @@ pub struct UserForm {
 /// `POST /admin/users`: creates a user (`CreateUser`), or deletes one (`action=delete`).
 pub async fn create_user(
     State(s): State<AppState>,
-    v: Viewer,
+    Administrator(v): Administrator,
     Form(f): Form<UserForm>,
 ) -> Response {
-    // The page's data (every user, group and key) is for administrators only, whatever the
-    // service would have answered.
-    if let Err(e) = require_admin(&v) {
-        return view::error(&v, &e);
-    }
     let name = f.name.trim().to_string();
     let result = if f.action == "delete" {
         entity_service(&s, &v, "DeleteUser", json!({"name": name}))
@@ -264,14 +276,9 @@ pub struct GroupForm {
 /// `POST /admin/groups`: `CreateGroup`.
 pub async fn create_group(
     State(s): State<AppState>,
-    v: Viewer,
+    Administrator(v): Administrator,
     Form(f): Form<GroupForm>,
 ) -> Response {
-    // The page's data (every user, group and key) is for administrators only, whatever the
-    // service would have answered.
-    if let Err(e) = require_admin(&v) {
-        return view::error(&v, &e);
-    }
     let name = f.name.trim().to_string();
     let result = entity_service(&s, &v, "CreateGroup", json!({"name": name}))
         .await
@@ -289,12 +296,11 @@ pub struct MemberForm {
 }
 
 /// `POST /admin/groups/members`: `AddMember` or `RemoveMember` on the group.
-pub async fn members(State(s): State<AppState>, v: Viewer, Form(f): Form<MemberForm>) -> Response {
-    // The page's data (every user, group and key) is for administrators only, whatever the
-    // service would have answered.
-    if let Err(e) = require_admin(&v) {
-        return view::error(&v, &e);
-    }
+pub async fn members(
+    State(s): State<AppState>,
+    Administrator(v): Administrator,
+    Form(f): Form<MemberForm>,
+) -> Response {
     let (service, verb) = if f.action == "remove" {
         ("RemoveMember", "removed from")
     } else {
@@ -323,12 +329,11 @@ pub struct KeyForm {
 }
 
 /// `POST /admin/keys`: `CreateApplicationKey`; the value is shown this once.
-pub async fn create_key(State(s): State<AppState>, v: Viewer, Form(f): Form<KeyForm>) -> Response {
-    // The page's data (every user, group and key) is for administrators only, whatever the
-    // service would have answered.
-    if let Err(e) = require_admin(&v) {
-        return view::error(&v, &e);
-    }
+pub async fn create_key(
+    State(s): State<AppState>,
+    Administrator(v): Administrator,
+    Form(f): Form<KeyForm>,
+) -> Response {
     let name = f.name.trim().to_string();
     let mut params = json!({"name": name, "user": f.user.trim()});
     let expires = f.expires.trim();
@@ -368,14 +373,9 @@ pub async fn create_key(State(s): State<AppState>, v: Viewer, Form(f): Form<KeyF
 /// `POST /admin/keys/delete`: `DeleteApplicationKey`.
 pub async fn delete_key(
     State(s): State<AppState>,
-    v: Viewer,
+    Administrator(v): Administrator,
     Form(f): Form<GroupForm>,
 ) -> Response {
-    // The page's data (every user, group and key) is for administrators only, whatever the
-    // service would have answered.
-    if let Err(e) = require_admin(&v) {
-        return view::error(&v, &e);
-    }
     let name = f.name.trim().to_string();
     let result = entity_service(&s, &v, "DeleteApplicationKey", json!({"name": name}))
         .await
@@ -386,14 +386,9 @@ pub async fn delete_key(
 /// `POST /admin/extensions` (multipart `file`): the uploader's import, with its report.
 pub async fn import_extension(
     State(s): State<AppState>,
-    v: Viewer,
+    Administrator(v): Administrator,
     mut form: Multipart,
 ) -> Response {
-    // The page's data (every user, group and key) is for administrators only, whatever the
-    // service would have answered.
-    if let Err(e) = require_admin(&v) {
-        return view::error(&v, &e);
-    }
     let file = match crate::api::extensions::file_field(&mut form).await {
         Ok(f) => f,
         Err(e) => return after(&s, &v, Err(e)).await,
@@ -435,14 +430,9 @@ pub struct PackageForm {
 /// `POST /admin/extensions/delete`: `DeleteExtensionPackage` (409 with its reason while in use).
 pub async fn delete_extension(
     State(s): State<AppState>,
-    v: Viewer,
+    Administrator(v): Administrator,
     Form(f): Form<PackageForm>,
 ) -> Response {
-    // The page's data (every user, group and key) is for administrators only, whatever the
-    // service would have answered.
-    if let Err(e) = require_admin(&v) {
-        return view::error(&v, &e);
-    }
     let result = services::invoke(
         &s.platform,
         &v.ctx,
