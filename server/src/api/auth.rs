@@ -210,26 +210,14 @@ pub async fn login(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let p = &state.platform;
-    match p.authenticate_password(&user, &password).await {
-        Ok(who) => {
-            // A fresh id at every sign-in; a session presented with it is closed (no fixation).
-            if let Some(old) = session_cookie(&parts.headers) {
-                p.close_session(old);
-            }
-            let token = p.open_session(&who.name);
-            let cookie = session_set_cookie(&token, p.sessions().limits().absolute, state.tls);
-            let ctx = Ctx {
-                who: who.clone(),
-                source_ip,
-            };
-            p.audit(ctx.audit(
-                Category::Authentication,
-                EntityKind::User,
-                &who.name,
-                "browser session opened",
-            ))
-            .await;
+    let presented = session_cookie(&parts.headers);
+    match sign_in(&state.platform, presented, &user, &password, source_ip, "").await {
+        Ok((who, token)) => {
+            let cookie = session_set_cookie(
+                &token,
+                state.platform.sessions().limits().absolute,
+                state.tls,
+            );
             let mut r = (
                 StatusCode::OK,
                 axum::Json(serde_json::json!({"user": who.name})),
@@ -240,16 +228,56 @@ pub async fn login(
             }
             r
         }
-        Err(e) => {
-            let w = crate::store::Write::Audit {
-                principal: printable(&user),
-                category: Category::Authentication,
-                entity: format!("User:{}", printable(&user)),
-                message: "authentication failed: wrong user name or password".into(),
+        Err(e) => with_challenge(e),
+    }
+}
+
+/// The one sign-in path of `POST /Thingworx/Login` and the web console: checks the password
+/// (on the bounded hashing pool), closes a session presented with it (no fixation), opens a
+/// fresh one and audits it; a failure is audited too. `via` is appended to the audit text
+/// (e.g. " (web console)"). Answers the user and the new session's id.
+pub async fn sign_in(
+    p: &Platform,
+    presented: Option<&str>,
+    user: &str,
+    password: &str,
+    source_ip: String,
+    via: &str,
+) -> Result<(Arc<Principal>, String), ApiError> {
+    match p.authenticate_password(user, password).await {
+        Ok(who) => {
+            if let Some(old) = presented {
+                p.close_session(old);
+            }
+            let token = p.open_session(&who.name);
+            let ctx = Ctx {
+                who: who.clone(),
                 source_ip,
             };
-            p.audit(w).await;
-            with_challenge(e)
+            p.audit(ctx.audit(
+                Category::Authentication,
+                EntityKind::User,
+                &who.name,
+                format!("browser session opened{via}"),
+            ))
+            .await;
+            Ok((who, token))
+        }
+        Err(e) => {
+            let why = if e.status == StatusCode::UNAUTHORIZED {
+                "wrong user name or password".to_string()
+            } else {
+                e.message.clone()
+            };
+            p.audit(crate::store::Write::Audit {
+                principal: printable(user),
+                category: Category::Authentication,
+                entity: format!("User:{}", printable(user)),
+                message: format!("authentication failed: {why}{via}"),
+                source_ip,
+            })
+            .await;
+            Err(e)
         }
     }
 }

@@ -12,7 +12,6 @@ use crate::api::AppState;
 use crate::audit::Category;
 use crate::model::entities::EntityKind;
 use crate::model::names::printable;
-use crate::platform::Ctx;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -121,23 +120,18 @@ pub async fn submit(
         .map(|Extension(p)| p.0.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
     let p = &s.platform;
-    match p.authenticate_password(user, &form.password).await {
-        Ok(who) => {
-            if let Some(old) = auth::session_cookie(&headers) {
-                p.close_session(old);
-            }
-            let token = p.open_session(&who.name);
-            let ctx = Ctx {
-                who: who.clone(),
-                source_ip,
-            };
-            p.audit(ctx.audit(
-                Category::Authentication,
-                EntityKind::User,
-                &who.name,
-                "browser session opened (web console)",
-            ))
-            .await;
+    let presented = auth::session_cookie(&headers);
+    match auth::sign_in(
+        p,
+        presented,
+        user,
+        &form.password,
+        source_ip,
+        " (web console)",
+    )
+    .await
+    {
+        Ok((_, token)) => {
             let mut r = Redirect::to(&next).into_response();
             let cookie = auth::session_set_cookie(&token, p.sessions().limits().absolute, s.tls);
             if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -145,21 +139,11 @@ pub async fn submit(
             }
             r
         }
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-            p.audit(crate::store::Write::Audit {
-                principal: printable(user),
-                category: Category::Authentication,
-                entity: format!("User:{}", printable(user)),
-                message: "authentication failed: wrong user name or password (web console)".into(),
-                source_ip,
-            })
-            .await;
-            again(
-                StatusCode::UNAUTHORIZED,
-                "wrong user name or password",
-                &printable(user),
-            )
-        }
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => again(
+            StatusCode::UNAUTHORIZED,
+            "wrong user name or password",
+            &printable(user),
+        ),
         // The hashing pool is saturated (503) or another failure: its own text.
         Err(e) => again(e.status, &e.message, &printable(user)),
     }
