@@ -45,6 +45,12 @@ pub struct Config {
     #[arg(long, env = "THINGPORT_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// File of the key that encrypts stored secrets (endpoint passwords and SSH keys): 64 hex
+    /// digits, created (mode 0600) on first start. Default: `<data-dir>/secrets.key`. Keep it with
+    /// the backups but apart from the database: without it the stored secrets cannot be read.
+    #[arg(long, env = "THINGPORT_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+
     /// Password of the built-in Administrator, used only when the platform has no user yet
     /// (8 to 1024 bytes). Prefer the environment variable over the flag (flags show in `ps`).
     #[arg(long, env = "THINGPORT_ADMIN_PASSWORD", hide_env_values = true)]

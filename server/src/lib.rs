@@ -90,6 +90,14 @@ pub async fn run_with_ready(
         trusted_keys,
         ..Default::default()
     };
+    let key_file = config
+        .secrets_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("secrets.key"));
+    platform.set_vault(Arc::new(
+        security::vault::Vault::load_or_create(&key_file)
+            .with_context(|| format!("--secrets-key-file {}", key_file.display()))?,
+    ));
     let bridge =
         extensions::bridge::PlatformBridge::new(&platform, tokio::runtime::Handle::current());
     let exts = Arc::new(extensions::registry::Extensions::new(

@@ -65,6 +65,8 @@ pub struct Platform {
     sessions: crate::security::sessions::Sessions,
     hasher: Hasher,
     extensions: std::sync::OnceLock<Arc<crate::extensions::registry::Extensions>>,
+    /// The key that seals secrets at rest (endpoint credentials), once loaded.
+    vault: std::sync::OnceLock<Arc<crate::security::vault::Vault>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -184,12 +186,23 @@ impl Platform {
             sessions: crate::security::sessions::Sessions::new(Default::default()),
             hasher: Hasher::for_this_machine().map_err(StoreError::Io)?,
             extensions: std::sync::OnceLock::new(),
+            vault: std::sync::OnceLock::new(),
         })
     }
 
     /// Attaches the extension system (once, at start).
     pub fn set_extensions(&self, e: Arc<crate::extensions::registry::Extensions>) {
         let _ = self.extensions.set(e);
+    }
+
+    /// Attaches the secrets key (once; later calls are ignored).
+    pub fn set_vault(&self, v: Arc<crate::security::vault::Vault>) {
+        let _ = self.vault.set(v);
+    }
+
+    /// The secrets key, once attached.
+    pub fn vault(&self) -> Option<&Arc<crate::security::vault::Vault>> {
+        self.vault.get()
     }
 
     /// The extension system, once attached.

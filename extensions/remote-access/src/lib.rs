@@ -17,6 +17,7 @@
 //!   audit entries in the same transaction. A 5 s sweep ends sessions of lost GASes
 //!   (`SERVER_LOST`), idle ones (`ABANDONED`), old ones (`MAX_DURATION`) and those never started.
 
+mod console;
 mod engine;
 mod model;
 mod switches;
@@ -24,7 +25,7 @@ mod switches;
 mod tests;
 
 use engine::{table, Engine, Settings};
-use model::{RemoteEndpoint, RemoteSession};
+use model::{RemoteEndpoint, RemoteSession, KIND_CONSOLE, KIND_TUNNEL};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::Duration;
@@ -121,6 +122,18 @@ fn remote_session_shape() -> DataShapeDef {
         .field(
             Field::new("credentialExpires", BaseType::Datetime)
                 .describe("StartSession only: when the credential expires"),
+        )
+        .field(
+            Field::new("consoleUrl", BaseType::String)
+                .describe("StartConsoleSession only: the GAS's console WebSocket URL"),
+        )
+        .field(
+            Field::new("ticket", BaseType::String)
+                .describe("StartConsoleSession only: the browser's single-use ticket (its first WebSocket message)"),
+        )
+        .field(
+            Field::new("protocol", BaseType::String)
+                .describe("StartConsoleSession only: VNC, SSH or TELNET"),
         );
     shape
 }
@@ -200,6 +213,22 @@ impl Extension for RemoteAccess {
                     .service(with_inputs::<StartSessionInput>(
                         "StartSession",
                         "starts a session to one of the Thing's endpoints: the RemoteSession row, with gasUrl and the client's credential",
+                    ))
+                    .service(with_inputs::<StartSessionInput>(
+                        "StartConsoleSession",
+                        "starts a browser console (VNC, SSH or TELNET endpoints): the RemoteSession row, with consoleUrl and a single-use ticket the browser sends as its first WebSocket message",
+                    ))
+                    .service(service::<console::SetCredentialsInput, Value>(
+                        "SetEndpointCredentials",
+                        "stores an endpoint's credentials, encrypted (fields left out are kept; empty removes): the stored state without secrets (needs PropertyWrite on endpoints; audited)",
+                    ))
+                    .service(service::<console::EndpointInput, Value>(
+                        "GetEndpointCredentials",
+                        "an endpoint's stored credentials without the secrets: passwordSet, privateKeySet, hostKey and its fingerprint (needs PropertyRead on endpoints)",
+                    ))
+                    .service(service::<console::GenerateInput, Value>(
+                        "GenerateEndpointKeyPair",
+                        "generates an Ed25519 key pair for an SSH endpoint: keeps the private key encrypted, answers the public key for authorized_keys (needs PropertyWrite on endpoints; audited)",
                     ))
                     .service(with_inputs::<SessionIdInput>(
                         "EndSession",
@@ -311,6 +340,10 @@ impl Extension for RemoteAccess {
                     .service(service::<ReportsInput, ()>(
                         proto::REPORT_SESSION_EVENTS,
                         "a GAS reports sessions attached, started and ended",
+                    ))
+                    .service(service::<ClaimInput, Value>(
+                        proto::CLAIM_CONSOLE_SESSION,
+                        "the GAS holding a console session gets the endpoint's protocol and credentials, once",
                     )),
             )
             .thing(ThingDef::new(SELECTOR, "GASSelectorTemplate").describe("the GAS selector"))
@@ -397,9 +430,38 @@ impl Extension for RemoteAccess {
             ("Things", "StartSession") => {
                 let input: StartSessionInput = call.params()?;
                 let _ = input.provider_config;
-                let started = e.start(thing, &input.remote_endpoint, &call.caller)?;
+                let started = e.start(thing, &input.remote_endpoint, &call.caller, KIND_TUNNEL)?;
                 ok(table(&[started]))
             }
+            ("Things", "StartConsoleSession") => {
+                let input: StartSessionInput = call.params()?;
+                let started = e.start(thing, &input.remote_endpoint, &call.caller, KIND_CONSOLE)?;
+                ok(table(&[started]))
+            }
+            ("Things", proto::CLAIM_CONSOLE_SESSION) => {
+                e.claim_console(call.params::<proto::ClaimConsoleSession>()?)
+            }
+            ("Things", "SetEndpointCredentials") => ok(console::set(
+                &self.host,
+                &call.caller,
+                thing,
+                call.params()?,
+            )?),
+            ("Things", "GetEndpointCredentials") => {
+                let input: console::EndpointInput = call.params()?;
+                ok(console::get(
+                    &self.host,
+                    &call.caller,
+                    thing,
+                    &input.endpoint,
+                )?)
+            }
+            ("Things", "GenerateEndpointKeyPair") => ok(console::generate(
+                &self.host,
+                &call.caller,
+                thing,
+                call.params()?,
+            )?),
             ("Things", "AttachSession") => {
                 let input: SessionIdInput = call.params()?;
                 ok(table(&[e.attach(
@@ -509,6 +571,19 @@ impl Extension for RemoteAccess {
         self.engine.set_settings(Settings::from_config(config));
         Ok(())
     }
+}
+
+/// `ClaimConsoleSession`'s declared inputs (the wire type is [`proto::ClaimConsoleSession`]).
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+struct ClaimInput {
+    /// The GAS Thing's name.
+    name: String,
+    /// The registration id `RegisterServer` answered.
+    registration: String,
+    /// The console session.
+    session: String,
 }
 
 /// `RegisterServer`'s declared inputs (the wire type is [`proto::RegisterServer`]).

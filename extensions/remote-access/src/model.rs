@@ -58,10 +58,11 @@ impl RemoteEndpoint {
 }
 
 /// Where a session stands (SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     /// The record is written; the agent has not accepted the order yet.
+    #[default]
     Initializing,
     /// The agent accepted; the sides are attaching to the GAS.
     Created,
@@ -105,6 +106,16 @@ pub enum Cause {
     ErrorStartingRemoteSession,
     /// Remote access is switched off for the device, its template or one of its tags.
     RemoteAccessDisabled,
+    /// Browser console: the endpoint refused the stored credentials.
+    AuthenticationFailed,
+    /// Browser console: the SSH server's host key is not the pinned one.
+    HostKeyMismatch,
+    /// Browser console: no SSH host key is pinned yet (someone who may edit the endpoint accepts it).
+    HostKeyUnknown,
+    /// Browser console: the agent could not reach the endpoint.
+    EndpointUnreachable,
+    /// Browser console: another failure (protocol error, missing settings).
+    ConsoleError,
 }
 
 impl Cause {
@@ -120,13 +131,18 @@ impl Cause {
             Cause::ServerLost => "SERVER_LOST",
             Cause::ErrorStartingRemoteSession => "ERROR_STARTING_REMOTE_SESSION",
             Cause::RemoteAccessDisabled => "REMOTE_ACCESS_DISABLED",
+            Cause::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            Cause::HostKeyMismatch => "HOST_KEY_MISMATCH",
+            Cause::HostKeyUnknown => "HOST_KEY_UNKNOWN",
+            Cause::EndpointUnreachable => "ENDPOINT_UNREACHABLE",
+            Cause::ConsoleError => "CONSOLE_ERROR",
         }
     }
 }
 
 /// A session, as stored (collection [`SESSIONS`], key = session id) and answered (data shape
 /// `RemoteSession`). Times are milliseconds since the Unix epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteSession {
     /// The session's id (32 hex digits, in creation order).
@@ -167,10 +183,22 @@ pub struct RemoteSession {
     pub agent_ip: String,
     /// Why it ended, for people (the GAS's detail, the agent's refusal).
     pub detail: Option<String>,
+    /// `tunnel` (a client such as `thingport connect` attaches) or `console` (the GAS is the
+    /// client side and a browser shows the console).
+    #[serde(default = "tunnel_kind")]
+    pub kind: String,
+}
+
+/// Session kinds.
+pub const KIND_TUNNEL: &str = "tunnel";
+pub const KIND_CONSOLE: &str = "console";
+
+fn tunnel_kind() -> String {
+    KIND_TUNNEL.to_string()
 }
 
 /// What `StartSession` answers: the session, plus what the client needs to attach (never stored).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StartedSession {
     #[serde(flatten)]
@@ -182,6 +210,15 @@ pub struct StartedSession {
     /// When the credential expires (ms since the epoch).
     #[schemars(extend("x-thingport-base-type" = "DATETIME"))]
     pub credential_expires: Option<i64>,
+    /// StartConsoleSession only: the GAS's console WebSocket URL (`ws[s]://.../console`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
+    /// StartConsoleSession only: the single-use ticket the browser sends as its first message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// StartConsoleSession only: the endpoint's protocol (VNC, SSH or TELNET).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// The record collection of sessions (key: session id).

@@ -20,7 +20,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"TPEXTv1\0");
 /// Incompatible changes bump the major version, which is also part of the entry symbol's name.
 pub const ABI_MAJOR: u16 = 1;
 /// Compatible additions (fields appended to a table) bump the minor version.
-pub const ABI_MINOR: u16 = 3;
+pub const ABI_MINOR: u16 = 4;
 /// The one symbol an extension exports, NUL-terminated for `dlsym`: an [`EntryFn`].
 pub const ENTRY_SYMBOL: &[u8] = b"thingport_extension_entry_v1\0";
 

@@ -297,6 +297,25 @@ impl Host {
         Ok(())
     }
 
+    /// Encrypts `plaintext` with the platform's secrets key, bound to this extension and
+    /// `context` (ABI 1.4): store the result, never the plaintext.
+    pub fn secret_seal(&self, context: &str, plaintext: &str) -> Result<String, Error> {
+        let v = self.backend.host_call(&HostRequest::SecretSeal {
+            context: context.into(),
+            plaintext: plaintext.into(),
+        })?;
+        decode(v, "SecretSeal")
+    }
+
+    /// Decrypts a value [`Host::secret_seal`] made for the same `context` (ABI 1.4).
+    pub fn secret_open(&self, context: &str, sealed: &str) -> Result<String, Error> {
+        let v = self.backend.host_call(&HostRequest::SecretOpen {
+            context: context.into(),
+            sealed: sealed.into(),
+        })?;
+        decode(v, "SecretOpen")
+    }
+
     /// Sends a log line to the host, which records it under the extension's name.
     pub fn log(&self, level: Level, message: impl fmt::Display) {
         self.backend.log(level, "", &message.to_string());

@@ -451,6 +451,16 @@ pub enum HostRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         audit: Option<AuditEntry>,
     },
+    /// Encrypts a secret with the platform's secrets key (ABI 1.4), bound to this extension and
+    /// `context` (what the value is, e.g. `endpoint-secrets/gw-1/ssh/password`). Result: the
+    /// sealed value as a JSON string, safe to store in a record. The key never leaves the host.
+    #[serde(rename_all = "camelCase")]
+    SecretSeal { context: String, plaintext: String },
+    /// Decrypts what `SecretSeal` made for the same extension and `context` (ABI 1.4). Result:
+    /// the plaintext as a JSON string; an error when the value was altered, moved to another
+    /// context, or sealed with another key.
+    #[serde(rename_all = "camelCase")]
+    SecretOpen { context: String, sealed: String },
 }
 
 /// An audit entry written with a record change.

@@ -343,6 +343,22 @@ impl FakeHost {
                 }
                 Ok(Value::Null)
             }
+            // Not encryption: a fake that keeps the value out of plain sight and bound to its
+            // context, so tests see that the extension stores the sealed form.
+            HostRequest::SecretSeal { context, plaintext } => Ok(Value::String(format!(
+                "fake-sealed:{}:{}",
+                hex_of(context.as_bytes()),
+                hex_of(plaintext.as_bytes())
+            ))),
+            HostRequest::SecretOpen { context, sealed } => {
+                let prefix = format!("fake-sealed:{}:", hex_of(context.as_bytes()));
+                let plain = sealed
+                    .strip_prefix(&prefix)
+                    .and_then(unhex)
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| Error::unprocessable("the secret does not open"))?;
+                Ok(Value::String(plain))
+            }
             HostRequest::RecordGet { collection, key } => Ok(lock(&self.state.records)
                 .get(&(collection.clone(), key.clone()))
                 .cloned()
@@ -549,4 +565,18 @@ fn error_body(status: u32, body: &[u8]) -> ErrorBody {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }

@@ -29,6 +29,7 @@ pub const PROVIDER: &str = "GASRemoteAccessProvider";
 pub const REGISTER_SERVER: &str = "RegisterServer";
 pub const HEARTBEAT: &str = "Heartbeat";
 pub const REPORT_SESSION_EVENTS: &str = "ReportSessionEvents";
+pub const CLAIM_CONSOLE_SESSION: &str = "ClaimConsoleSession";
 
 /// How often a GAS heartbeats unless the registration says otherwise.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 10_000;
@@ -158,6 +159,70 @@ pub mod end_causes {
     pub const SHUTDOWN: &str = "SHUTDOWN";
     /// The platform ended it (a heartbeat reply's `end`).
     pub const ENDED_BY_PLATFORM: &str = "ENDED_BY_PLATFORM";
+    /// Browser console: the endpoint refused the stored credentials (SSH or VNC).
+    pub const CONSOLE_AUTH_FAILED: &str = "CONSOLE_AUTH_FAILED";
+    /// Browser console: the SSH server presented another host key than the pinned one.
+    pub const CONSOLE_HOST_KEY_MISMATCH: &str = "CONSOLE_HOST_KEY_MISMATCH";
+    /// Browser console: no SSH host key is pinned yet; the presented one awaits acceptance.
+    pub const CONSOLE_HOST_KEY_UNKNOWN: &str = "CONSOLE_HOST_KEY_UNKNOWN";
+    /// Browser console: the agent could not reach the endpoint.
+    pub const CONSOLE_UNREACHABLE: &str = "CONSOLE_UNREACHABLE";
+    /// Browser console: any other failure of the console (a protocol error, missing settings).
+    pub const CONSOLE_FAILED: &str = "CONSOLE_FAILED";
+}
+
+/// `ClaimConsoleSession`'s parameters: a GAS that admitted a browser with a console ticket asks
+/// for what it needs to be the session's client side. Answered once per session, only to the GAS
+/// holding it, only for sessions of kind `console`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimConsoleSession {
+    pub name: String,
+    pub registration: String,
+    pub session: String,
+}
+
+/// `ClaimConsoleSession`'s result: the endpoint's protocol and stored credentials, in clear.
+/// The GAS keeps them in memory for the handshake only and never forwards them; `Debug` does not
+/// print them.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleClaim {
+    pub session: String,
+    pub thing: String,
+    pub endpoint: String,
+    /// `VNC`, `SSH` or `TELNET`.
+    pub protocol: String,
+    /// `none`, `password`, `userPassword` or `privateKey`.
+    pub authentication: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<String>,
+    /// The pinned SSH host key (an OpenSSH public key line); not a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+}
+
+impl std::fmt::Debug for ConsoleClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleClaim")
+            .field("session", &self.session)
+            .field("thing", &self.thing)
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("authentication", &self.authentication)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("private_key", &self.private_key.as_ref().map(|_| "<set>"))
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "<set>"))
+            .field("host_key", &self.host_key)
+            .finish()
+    }
 }
 
 #[cfg(test)]

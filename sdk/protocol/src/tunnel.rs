@@ -34,6 +34,20 @@ use serde::{Deserialize, Serialize};
 pub const SUBPROTOCOL_V1: &str = "thingport-tunnel.v1";
 /// The path the GAS serves tunnels on.
 pub const PATH: &str = "/tunnel";
+/// Where browsers open consoles on a GAS (a WebSocket; the first message carries the ticket).
+pub const CONSOLE_PATH: &str = "/console";
+
+/// The key console tickets are signed with, derived from the GAS's key: a console ticket is a
+/// [`Grant`] (role `client`) signed with this key instead, so it is refused at [`PATH`] (a
+/// browser console grant is not a raw tunnel) and a tunnel credential is refused at
+/// [`CONSOLE_PATH`].
+pub fn console_key(key: &[u8]) -> [u8; 32] {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let tag = ring::hmac::sign(&k, b"thingport console ticket v1");
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
 /// Bytes of frame header.
 pub const HEADER_LEN: usize = 5;
 /// The most payload bytes in one `DATA` frame.

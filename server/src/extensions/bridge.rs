@@ -54,6 +54,13 @@ pub fn error_body(e: &ApiError) -> ErrorBody {
 /// The largest record value (its JSON text).
 pub const MAX_RECORD_BYTES: usize = 256 * 1024;
 
+fn no_vault() -> ErrorBody {
+    ErrorBody {
+        error: "the platform has no secrets key loaded".into(),
+        kind: ErrorKind::Unavailable,
+    }
+}
+
 fn bad(error: String) -> ErrorBody {
     ErrorBody {
         error,
@@ -319,6 +326,26 @@ impl HostServices for PlatformBridge {
                 }];
                 writes.extend(audit_write(extension, audit)?);
                 self.apply(&p, &writes)
+            }
+            HostRequest::SecretSeal { context, plaintext } => {
+                let vault = p.vault().ok_or_else(no_vault)?;
+                vault
+                    .seal(&format!("{extension}/{context}"), &plaintext)
+                    .map(Value::String)
+                    .map_err(|e| bad(e.to_string()))
+            }
+            HostRequest::SecretOpen { context, sealed } => {
+                let vault = p.vault().ok_or_else(no_vault)?;
+                match vault.open(&format!("{extension}/{context}"), &sealed) {
+                    Ok(plain) => Ok(Value::String(plain.to_string())),
+                    Err(e) => {
+                        tracing::warn!(extension, context, error = %e, "a stored secret did not open");
+                        Err(ErrorBody {
+                            error: e.to_string(),
+                            kind: ErrorKind::Unprocessable,
+                        })
+                    }
+                }
             }
             HostRequest::RecordGet { collection, key } => {
                 check_record(&collection, &key)?;

@@ -8,6 +8,7 @@ pub mod hasher;
 pub mod permissions;
 pub mod secrets;
 pub mod sessions;
+pub mod vault;
 
 use crate::model::entities::{Member, PrincipalKind};
 use serde::{Deserialize, Serialize};

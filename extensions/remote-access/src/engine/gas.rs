@@ -429,6 +429,23 @@ fn map_end(cause: &str, role: Option<&str>, detail: &str) -> (Cause, String) {
             "the other side never attached".to_string(),
         ),
         (c::SHUTDOWN, _) => (Cause::ServerLost, "the GAS shut down".to_string()),
+        (c::CONSOLE_AUTH_FAILED, _) => (
+            Cause::AuthenticationFailed,
+            "the endpoint refused the stored credentials".to_string(),
+        ),
+        (c::CONSOLE_HOST_KEY_MISMATCH, _) => (
+            Cause::HostKeyMismatch,
+            "the SSH server's host key is not the pinned one".to_string(),
+        ),
+        (c::CONSOLE_HOST_KEY_UNKNOWN, _) => (
+            Cause::HostKeyUnknown,
+            "no SSH host key is pinned for the endpoint".to_string(),
+        ),
+        (c::CONSOLE_UNREACHABLE, _) => (
+            Cause::EndpointUnreachable,
+            "the agent could not reach the endpoint".to_string(),
+        ),
+        (c::CONSOLE_FAILED, _) => (Cause::ConsoleError, "the console failed".to_string()),
         (c::CLOSED, Some("client")) => (Cause::UserShutdown, "the client closed the tunnel".into()),
         (_, Some("client")) => (
             Cause::Abandoned,

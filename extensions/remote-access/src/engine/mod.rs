@@ -18,6 +18,7 @@ mod gas;
 mod sessions;
 mod sweep;
 
+use crate::model::KIND_CONSOLE;
 use crate::model::{now_ms, Cause, RemoteEndpoint, RemoteSession, StartedSession, Status};
 use crate::model::{BY_DEVICE, SESSIONS};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -98,6 +99,8 @@ struct Live {
     grant_expires_ms: i64,
     /// Loaded from the records at start: ends `SERVER_LOST` unless its GAS lists it in time.
     recovered_ms: Option<i64>,
+    /// A console session whose GAS already claimed its credentials (answered once).
+    console_claimed: bool,
 }
 
 #[derive(Default)]

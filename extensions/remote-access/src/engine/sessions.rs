@@ -18,11 +18,14 @@ impl Engine {
             .collect())
     }
 
+    /// Starts a session of `kind` ([`KIND_TUNNEL`]: a client attaches with the credential
+    /// answered; [`KIND_CONSOLE`]: a browser opens the GAS's console with the ticket answered).
     pub fn start(
         &self,
         thing: &str,
         endpoint_name: &str,
         caller: &Caller,
+        kind: &str,
     ) -> Result<StartedSession, Error> {
         // The host checked visibility and ServiceInvoke; the rest of SPEC's four checks here.
         for (perm, resource) in [("Read", ""), ("PropertyRead", "endpoints")] {
@@ -50,6 +53,11 @@ impl Engine {
             )));
         };
         let (host, port) = endpoint.target(thing)?;
+        let console_protocol = if kind == KIND_CONSOLE {
+            Some(crate::console::protocol_of(thing, endpoint)?)
+        } else {
+            None
+        };
         let now = now_ms();
         let id = format!("{:012x}{}", now.max(0), self.random_hex(10)?);
         let mut record = RemoteSession {
@@ -68,6 +76,7 @@ impl Engine {
             user_ip: caller.source_ip.clone(),
             agent_ip: String::new(),
             detail: None,
+            kind: kind.to_string(),
         };
         if self.state().live.len() >= MAX_LIVE {
             return Err(Error::unavailable(format!(
@@ -101,8 +110,15 @@ impl Engine {
         };
         record.remote_server = gas.clone();
         let expires = now + GRANT_LIFETIME_MS;
-        let grant = |role| self.credential(&id, role, &gas, expires, &key);
-        let (client, agent) = (grant(Role::Client)?, grant(Role::Agent)?);
+        let grant = |role, key: &[u8]| self.credential(&id, role, &gas, expires, key);
+        // A console session's client side is the GAS itself: the browser gets a ticket for the
+        // GAS's console (signed with the console key), never a raw tunnel credential.
+        let client = if console_protocol.is_some() {
+            grant(Role::Client, &tunnel::console_key(&key))?
+        } else {
+            grant(Role::Client, &key)?
+        };
+        let agent = grant(Role::Agent, &key)?;
         let order = self.stripe(&id);
         self.state().live.insert(
             id.clone(),
@@ -110,6 +126,7 @@ impl Engine {
                 record: record.clone(),
                 grant_expires_ms: expires,
                 recovered_ms: None,
+                console_claimed: false,
             },
         );
         self.persist(
@@ -188,11 +205,22 @@ impl Engine {
         };
         self.persist(&record, None);
         drop(written);
-        Ok(StartedSession {
-            session: record,
-            gas_url: Some(gas_url),
-            credential: Some(client),
-            credential_expires: Some(expires),
+        Ok(match console_protocol {
+            None => StartedSession {
+                session: record,
+                gas_url: Some(gas_url),
+                credential: Some(client),
+                credential_expires: Some(expires),
+                ..Default::default()
+            },
+            Some(protocol) => StartedSession {
+                session: record,
+                console_url: Some(crate::console::console_url(&gas_url)),
+                ticket: Some(client),
+                credential_expires: Some(expires),
+                protocol: Some(protocol.to_string()),
+                ..Default::default()
+            },
         })
     }
 
@@ -215,6 +243,12 @@ impl Engine {
             if live.record.created_by != caller.name {
                 return Err(Error::forbidden(format!(
                     "session {} was started by another user: only they may attach to it",
+                    clip(id)
+                )));
+            }
+            if live.record.kind == KIND_CONSOLE {
+                return Err(Error::conflict(format!(
+                    "session {} is a browser console: its client side is the GAS, it takes no tunnel client",
                     clip(id)
                 )));
             }
@@ -256,6 +290,7 @@ impl Engine {
             gas_url: Some(gas_url),
             credential: Some(credential),
             credential_expires: Some(expires),
+            ..Default::default()
         })
     }
 
@@ -498,5 +533,70 @@ impl Engine {
             }
         }
         Ok(out.into_iter().rev().collect())
+    }
+}
+
+impl Engine {
+    /// `ClaimConsoleSession`: the GAS holding a console session gets the endpoint's protocol and
+    /// credentials in clear, once (a second claim is refused: a ticket opens one console).
+    pub fn claim_console(&self, claim: proto::ClaimConsoleSession) -> Result<Value, Error> {
+        let not_found = || {
+            Error::not_found(format!(
+                "GAS '{}' holds no console session '{}' waiting for its browser",
+                clip(&claim.name),
+                clip(&claim.session)
+            ))
+        };
+        let (thing, endpoint_name) = {
+            let mut state = self.state();
+            Self::check_registration(&state, &claim.name, &claim.registration)?;
+            let live = state.live.get_mut(&claim.session).ok_or_else(not_found)?;
+            if live.record.kind != KIND_CONSOLE || live.record.remote_server != claim.name {
+                return Err(not_found());
+            }
+            if live.console_claimed {
+                return Err(Error::conflict(format!(
+                    "the console of session {} was already opened: start a new one",
+                    clip(&claim.session)
+                )));
+            }
+            live.console_claimed = true;
+            (
+                live.record.agent_device.clone(),
+                live.record.remote_endpoint.clone(),
+            )
+        };
+        let endpoints = self.endpoints(&thing)?;
+        let endpoint = endpoints
+            .iter()
+            .find(|e| e.name == endpoint_name)
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "endpoint '{endpoint_name}' of Thing '{thing}' was removed"
+                ))
+            })?;
+        let protocol = crate::console::protocol_of(&thing, endpoint)?;
+        let opened = crate::console::open(&self.host, &thing, &endpoint_name)?;
+        let _ = self.host.audit(
+            AUDIT,
+            &thing,
+            &format!(
+                "session {}: the credentials of endpoint {endpoint_name} ({}) released to GAS {} for the browser console",
+                claim.session, opened.authentication, claim.name
+            ),
+        );
+        let answer = proto::ConsoleClaim {
+            session: claim.session,
+            thing,
+            endpoint: endpoint_name,
+            protocol: protocol.to_string(),
+            authentication: opened.authentication.clone(),
+            username: opened.username.clone(),
+            password: opened.password.clone(),
+            private_key: opened.private_key.clone(),
+            passphrase: opened.passphrase.clone(),
+            host_key: opened.host_key.clone(),
+        };
+        serde_json::to_value(answer).map_err(|e| Error::internal(e.to_string()))
     }
 }

@@ -36,6 +36,8 @@ impl Engine {
                             record: session,
                             grant_expires_ms: now + RECOVERY_GRACE_MS,
                             recovered_ms: Some(now),
+                            // Its GAS may have claimed the credentials before the restart.
+                            console_claimed: true,
                         },
                     );
                 }
