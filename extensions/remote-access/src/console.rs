@@ -560,7 +560,7 @@ fn openssh_ed25519(
     string(&mut private, &secret);
     string(&mut private, comment.as_bytes());
     let mut pad = 1u8;
-    while private.len() % 8 != 0 {
+    while !private.len().is_multiple_of(8) {
         private.push(pad);
         pad += 1;
     }
