@@ -17,6 +17,7 @@
 
 pub mod cli;
 mod config;
+mod console;
 mod relay;
 mod server;
 mod side;
@@ -127,6 +128,9 @@ pub enum EndCause {
     /// The platform ended it ([`Relay::end_session`]: `EndSession`, inactivity, maximum
     /// duration).
     EndedByPlatform,
+    /// A browser console failed: one of the `CONSOLE_*` end causes of
+    /// `thingport_protocol::gas::end_causes`, and a detail for people.
+    Console(&'static str, String),
 }
 
 impl EndCause {
@@ -135,7 +139,10 @@ impl EndCause {
         match self {
             EndCause::Closed(r) | EndCause::Lost(r) | EndCause::Silent(r) => Some(*r),
             EndCause::Protocol(r, _) => Some(*r),
-            EndCause::NotPaired | EndCause::Shutdown | EndCause::EndedByPlatform => None,
+            EndCause::NotPaired
+            | EndCause::Shutdown
+            | EndCause::EndedByPlatform
+            | EndCause::Console(..) => None,
         }
     }
 }
@@ -150,6 +157,7 @@ impl std::fmt::Display for EndCause {
             EndCause::NotPaired => f.write_str("the other side did not attach"),
             EndCause::Shutdown => f.write_str("GAS shutting down"),
             EndCause::EndedByPlatform => f.write_str("ended by the platform"),
+            EndCause::Console(_, detail) => write!(f, "console: {detail}"),
         }
     }
 }

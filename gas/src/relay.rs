@@ -60,6 +60,17 @@ pub struct Relay {
     pub(crate) state: watch::Sender<RelayPhase>,
     /// Notified when the table becomes empty (the drain waits on it).
     emptied: Notify,
+    /// Where browser consoles get their session's credentials (the platform); without it,
+    /// consoles are refused.
+    claims: std::sync::OnceLock<Arc<dyn crate::console::Claims>>,
+}
+
+/// What an upgrade became.
+enum Upgraded<S> {
+    /// A tunnel side, admitted by its credential.
+    Tunnel(WebSocketStream<S>, Admission),
+    /// A browser console; its ticket is its first message.
+    Console(WebSocketStream<S>),
 }
 
 impl std::fmt::Debug for Relay {
@@ -89,7 +100,17 @@ impl Relay {
             events,
             state: watch::Sender::new(RelayPhase::Running),
             emptied: Notify::new(),
+            claims: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Lets browser consoles claim their sessions' credentials through `claims` (set once).
+    pub fn set_claims(&self, claims: Arc<dyn crate::console::Claims>) {
+        let _ = self.claims.set(claims);
+    }
+
+    pub(crate) fn claims(&self) -> Option<&Arc<dyn crate::console::Claims>> {
+        self.claims.get()
     }
 
     /// Session events from now on. A listener that falls more than `event_buffer` events behind
@@ -216,16 +237,29 @@ impl Relay {
 
     async fn upgrade_and_run<S>(self: &Arc<Self>, stream: S, deadline: Instant)
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut state = self.state.subscribe();
         let upgraded = tokio::select! {
             u = self.upgrade(stream, deadline) => u,
             _ = state.wait_for(|p| *p == RelayPhase::Closing) => None,
         };
-        let Some((mut ws, mut admission)) = upgraded else {
-            return;
+        let (ws, admission) = match upgraded {
+            None => return,
+            Some(Upgraded::Tunnel(ws, admission)) => (ws, admission),
+            Some(Upgraded::Console(ws)) => {
+                crate::console::serve(self, ws).await;
+                return;
+            }
         };
+        self.run_side(ws, admission).await;
+    }
+
+    /// Attaches an admitted side and serves it until its session ends.
+    pub(crate) async fn run_side<S>(self: &Arc<Self>, mut ws: WebSocketStream<S>, mut admission: Admission)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let role = admission.role;
         let session = admission.session.clone();
         let span = tracing::info_span!("side", session = %session.id, role = role_name(role));
@@ -245,22 +279,40 @@ impl Relay {
             .await;
     }
 
-    /// The WebSocket handshake, with admission inside it.
+    /// The WebSocket handshake, with admission inside it (consoles are admitted after it, by
+    /// their first message).
     async fn upgrade<S>(
         self: &Arc<Self>,
         stream: S,
         deadline: Instant,
-    ) -> Option<(WebSocketStream<S>, Admission)>
+    ) -> Option<Upgraded<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut admitted = None;
+        let mut console = false;
         // The signature is tungstenite's (`Callback`).
         #[allow(clippy::result_large_err)]
-        let callback = |req: &Request, response: Response| match upgrade::admit(self, req) {
-            Ok(admission) => {
+        let callback = |req: &Request, response: Response| match if req.uri().path()
+            == thingport_protocol::tunnel::CONSOLE_PATH
+        {
+            upgrade::check_console(self, req).map(|()| None)
+        } else {
+            upgrade::admit(self, req).map(Some)
+        } {
+            Ok(Some(admission)) => {
                 admitted = Some(admission);
-                Ok(upgrade::accept_response(response))
+                Ok(upgrade::accept_response(
+                    response,
+                    thingport_protocol::tunnel::SUBPROTOCOL_V1,
+                ))
+            }
+            Ok(None) => {
+                console = true;
+                Ok(upgrade::accept_response(
+                    response,
+                    crate::console::frame::SUBPROTOCOL,
+                ))
             }
             Err(refusal) => {
                 debug!(
@@ -278,8 +330,9 @@ impl Relay {
         );
         let result = tokio::time::timeout_at(deadline, handshake).await;
         match result {
-            // `admitted` is always set when the handshake succeeded.
-            Ok(Ok(ws)) => admitted.take().map(|a| (ws, a)),
+            Ok(Ok(ws)) if console => Some(Upgraded::Console(ws)),
+            // `admitted` is always set when a tunnel handshake succeeded.
+            Ok(Ok(ws)) => admitted.take().map(|a| Upgraded::Tunnel(ws, a)),
             Ok(Err(error)) => {
                 debug!(%error, "upgrade failed");
                 None
@@ -291,7 +344,7 @@ impl Relay {
         }
     }
 
-    fn ws_config(&self) -> WebSocketConfig {
+    pub(crate) fn ws_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.config.read_buffer_size)
             // The writer feeds everything queued and flushes once: a burst is one send.

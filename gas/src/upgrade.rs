@@ -95,6 +95,54 @@ pub(crate) fn admit(relay: &Arc<Relay>, req: &Request) -> Result<Admission, Refu
             format!("not found: tunnels are served on {}", tunnel::PATH),
         ));
     }
+    check_headers(relay, req)?;
+    if !offers_subprotocol(req, tunnel::SUBPROTOCOL_V1) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the WebSocket subprotocol {} must be offered",
+                tunnel::SUBPROTOCOL_V1
+            ),
+        ));
+    }
+    let token = bearer(req).ok_or_else(|| {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            "a tunnel credential is required (Authorization: Bearer)",
+        )
+    })?;
+    admit_grant(relay, token, Signer::Tunnel)
+}
+
+/// Checks a console upgrade request (the ticket comes later, as the first message): path, size,
+/// subprotocol, service state.
+pub(crate) fn check_console(relay: &Arc<Relay>, req: &Request) -> Result<(), Refusal> {
+    check_headers(relay, req)?;
+    if !offers_subprotocol(req, crate::console::frame::SUBPROTOCOL) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the WebSocket subprotocol {} must be offered",
+                crate::console::frame::SUBPROTOCOL
+            ),
+        ));
+    }
+    if *relay.state.borrow() != RelayPhase::Running {
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "GAS shutting down"));
+    }
+    Ok(())
+}
+
+/// Which key a grant must be signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signer {
+    /// The GAS's key: a tunnel side's credential.
+    Tunnel,
+    /// The console key derived from it: a browser console's ticket (always the client side).
+    Console,
+}
+
+fn check_headers(relay: &Arc<Relay>, req: &Request) -> Result<(), Refusal> {
     let header_bytes: usize = req
         .headers()
         .iter()
@@ -109,15 +157,15 @@ pub(crate) fn admit(relay: &Arc<Relay>, req: &Request) -> Result<Admission, Refu
             ),
         ));
     }
-    if !offers_subprotocol(req) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the WebSocket subprotocol {} must be offered",
-                tunnel::SUBPROTOCOL_V1
-            ),
-        ));
-    }
+    Ok(())
+}
+
+/// Admits a side by its signed grant: service state, signature, expiry, GAS name, nonce, role.
+pub(crate) fn admit_grant(
+    relay: &Arc<Relay>,
+    token: &str,
+    signer: Signer,
+) -> Result<Admission, Refusal> {
     if *relay.state.borrow() != RelayPhase::Running {
         return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "GAS shutting down"));
     }
@@ -127,27 +175,35 @@ pub(crate) fn admit(relay: &Arc<Relay>, req: &Request) -> Result<Admission, Refu
             "this GAS is not registered with the platform yet; retry later",
         ));
     };
-    let token = bearer(req).ok_or_else(|| {
-        refuse(
-            StatusCode::UNAUTHORIZED,
-            "a tunnel credential is required (Authorization: Bearer)",
-        )
-    })?;
+    let key = match signer {
+        Signer::Tunnel => key,
+        Signer::Console => Arc::from(&tunnel::console_key(&key)[..]),
+    };
+    let what = match signer {
+        Signer::Tunnel => "tunnel credential",
+        Signer::Console => "console ticket",
+    };
     let now = now_ms();
     let grant = tunnel::verify(token, &key, now).map_err(|e| {
         refuse(
             StatusCode::UNAUTHORIZED,
             match e {
-                CredentialError::Malformed => "the tunnel credential is malformed",
-                CredentialError::BadSignature => "the tunnel credential's signature is not valid",
-                CredentialError::Expired => "the tunnel credential has expired",
+                CredentialError::Malformed => format!("the {what} is malformed"),
+                CredentialError::BadSignature => format!("the {what}'s signature is not valid"),
+                CredentialError::Expired => format!("the {what} has expired"),
             },
         )
     })?;
+    if signer == Signer::Console && grant.role != Role::Client {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "the console ticket is not for a console",
+        ));
+    }
     if grant.gas != relay.keys.name() {
         return Err(refuse(
             StatusCode::FORBIDDEN,
-            "the tunnel credential is for another GAS",
+            format!("the {what} is for another GAS"),
         ));
     }
     let reserved = relay.table().reserve(
@@ -164,7 +220,7 @@ pub(crate) fn admit(relay: &Arc<Relay>, req: &Request) -> Result<Admission, Refu
     let (session, ends) = reserved.map_err(|e| match e {
         ReserveError::Replayed => refuse(
             StatusCode::UNAUTHORIZED,
-            "the tunnel credential was already used",
+            format!("the {what} was already used"),
         ),
         ReserveError::RoleTaken => refuse(
             StatusCode::CONFLICT,
@@ -193,14 +249,14 @@ pub(crate) fn admit(relay: &Arc<Relay>, req: &Request) -> Result<Admission, Refu
     })
 }
 
-/// Whether `Sec-WebSocket-Protocol` (one header or several, comma-separated) offers ours.
-fn offers_subprotocol(req: &Request) -> bool {
+/// Whether `Sec-WebSocket-Protocol` (one header or several, comma-separated) offers `ours`.
+fn offers_subprotocol(req: &Request, ours: &str) -> bool {
     req.headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == tunnel::SUBPROTOCOL_V1)
+        .any(|p| p.trim() == ours)
 }
 
 /// The token of `Authorization: Bearer <token>` (the scheme is case-insensitive).
@@ -211,11 +267,11 @@ fn bearer(req: &Request) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Adds our subprotocol to the `101` answer.
-pub(crate) fn accept_response(mut response: Response) -> Response {
+/// Adds a subprotocol to the `101` answer.
+pub(crate) fn accept_response(mut response: Response, subprotocol: &'static str) -> Response {
     response.headers_mut().insert(
         header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(tunnel::SUBPROTOCOL_V1),
+        HeaderValue::from_static(subprotocol),
     );
     response
 }
@@ -239,13 +295,13 @@ mod tests {
             ("sec-websocket-protocol", "other, thingport-tunnel.v1"),
         ]);
         assert_eq!(bearer(&r), Some("abc"));
-        assert!(offers_subprotocol(&r));
+        assert!(offers_subprotocol(&r, tunnel::SUBPROTOCOL_V1));
         let r = request(&[
             ("authorization", "Basic abc"),
             ("sec-websocket-protocol", "thingport-tunnel.v2"),
         ]);
         assert_eq!(bearer(&r), None);
-        assert!(!offers_subprotocol(&r));
+        assert!(!offers_subprotocol(&r, tunnel::SUBPROTOCOL_V1));
         assert_eq!(bearer(&request(&[("authorization", "Bearer ")])), None);
     }
 

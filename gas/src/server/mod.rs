@@ -132,6 +132,11 @@ impl Server {
             keys,
             registered: watch::Sender::new(None),
         });
+        relay.set_claims(Arc::new(Claimer {
+            platform: platform.clone(),
+            name: config.name.clone(),
+            shared: shared.clone(),
+        }));
         let (draining, draining_rx) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
         let (finish, finish_rx) = watch::channel(false);
@@ -205,5 +210,45 @@ impl Server {
         let _ = registrar.await;
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Browser consoles claim their sessions' credentials from the platform, under the current
+/// registration.
+struct Claimer {
+    platform: Platform,
+    name: String,
+    shared: Arc<Shared>,
+}
+
+impl crate::console::Claims for Claimer {
+    fn claim<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn Future<Output = Result<thingport_protocol::gas::ConsoleClaim, String>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            let registration = self
+                .shared
+                .registered
+                .borrow()
+                .as_ref()
+                .map(|r| r.id.clone())
+                .ok_or_else(|| "this GAS is not registered with the platform".to_string())?;
+            let params = thingport_protocol::gas::ClaimConsoleSession {
+                name: self.name.clone(),
+                registration,
+                session: session.to_string(),
+            };
+            self.platform
+                .claim_console(&params)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
 use thingport_protocol::gas::{
-    Heartbeat, HeartbeatReply, RegisterServer, Registration, SessionReports, HEARTBEAT,
-    REGISTER_SERVER, REPORT_SESSION_EVENTS,
+    ClaimConsoleSession, ConsoleClaim, Heartbeat, HeartbeatReply, RegisterServer, Registration,
+    SessionReports, CLAIM_CONSOLE_SESSION, HEARTBEAT, REGISTER_SERVER, REPORT_SESSION_EVENTS,
 };
 
 /// The largest answer read from the platform (a heartbeat reply may list many sessions).
@@ -136,6 +136,18 @@ impl Platform {
     /// `ReportSessionEvents` (its answer is not read).
     pub async fn report(&self, params: &SessionReports) -> Result<(), CallError> {
         self.post(REPORT_SESSION_EVENTS, params).await.map(drop)
+    }
+
+    /// `ClaimConsoleSession`: the endpoint's protocol and credentials for a console session.
+    pub async fn claim_console(
+        &self,
+        params: &ClaimConsoleSession,
+    ) -> Result<ConsoleClaim, CallError> {
+        let body = self.post(CLAIM_CONSOLE_SESSION, params).await?;
+        result(CLAIM_CONSOLE_SESSION, &body)?.ok_or_else(|| CallError::BadAnswer {
+            service: CLAIM_CONSOLE_SESSION,
+            why: "no result".into(),
+        })
     }
 
     /// One call: the answer's body on 2xx.

@@ -41,6 +41,7 @@ pub fn report(event: &SessionEvent) -> SessionReport {
                 EndCause::NotPaired => (end_causes::NOT_PAIRED, String::new()),
                 EndCause::Shutdown => (end_causes::SHUTDOWN, String::new()),
                 EndCause::EndedByPlatform => (end_causes::ENDED_BY_PLATFORM, String::new()),
+                EndCause::Console(code, detail) => (*code, detail.clone()),
             };
             SessionReport::Ended {
                 session,

@@ -64,10 +64,13 @@ pub struct EndpointsPanel {
     rows: Vec<EndpointRow>,
     may_edit: bool,
     may_connect: bool,
-    error: String,
-    notice: String,
+    /// The viewer may start browser consoles (`StartConsoleSession`).
+    may_console: bool,
+    pub(crate) error: String,
+    pub(crate) notice: String,
     form: EndpointForm,
     protocols: [&'static str; 5],
+    authentications: [(&'static str, &'static str); 4],
 }
 
 /// An endpoint as listed, with its edit form's values (what was typed, after a refused edit).
@@ -76,6 +79,31 @@ pub struct EndpointRow {
     edit: EndpointForm,
     /// The edit form is shown open (it was refused).
     open: bool,
+    /// The endpoint speaks a protocol the browser console has (VNC, SSH, TELNET).
+    pub console: bool,
+    /// Its stored credentials, when the viewer may edit them.
+    pub creds: Option<super::credentials::Stored>,
+    /// The credentials editor is shown open (it was just used).
+    pub creds_open: bool,
+}
+
+impl EndpointRow {
+    pub fn name(&self) -> &str {
+        &self.e.name
+    }
+}
+
+impl EndpointsPanel {
+    /// Opens the credentials editor of `endpoint`.
+    pub fn open_credentials(&mut self, endpoint: &str) {
+        if let Some(r) = self.rows.iter_mut().find(|r| r.e.name == endpoint) {
+            r.creds_open = true;
+        }
+    }
+
+    pub fn rows_is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
 }
 
 impl EndpointRow {
@@ -88,10 +116,15 @@ impl EndpointRow {
             port: e.port.clone(),
             description: e.description.clone(),
         };
+        let console =
+            super::console::CONSOLE_PROTOCOLS.contains(&e.protocol.to_ascii_uppercase().as_str());
         EndpointRow {
             e,
             edit,
             open: false,
+            console,
+            creds: None,
+            creds_open: false,
         }
     }
 }
@@ -145,28 +178,37 @@ fn read_endpoints(s: &AppState, v: &Viewer, thing: &str) -> Result<Vec<Endpoint>
     Ok(endpoints::from_value(&value))
 }
 
-fn endpoints_panel(s: &AppState, v: &Viewer, thing: &str) -> EndpointsPanel {
-    let m = s.platform.model();
-    let who = &v.ctx.who;
-    let may_edit = view::may_run(&m, who, thing, RunPerm::PropertyWrite, "endpoints");
-    let may_connect = view::may_connect(&m, who, thing);
-    drop(m);
-    let (rows, error) = match read_endpoints(s, v, thing) {
+pub(crate) async fn endpoints_panel(s: &AppState, v: &Viewer, thing: &str) -> EndpointsPanel {
+    let (may_edit, may_connect, may_console) = {
+        let m = s.platform.model();
+        let who = &v.ctx.who;
+        (
+            view::may_run(&m, who, thing, RunPerm::PropertyWrite, "endpoints"),
+            view::may_connect(&m, who, thing),
+            view::may_invoke(&m, who, thing, "StartConsoleSession"),
+        )
+    };
+    let (mut rows, error) = match read_endpoints(s, v, thing) {
         Ok(rows) => (
-            rows.into_iter().map(EndpointRow::new).collect(),
+            rows.into_iter().map(EndpointRow::new).collect::<Vec<_>>(),
             String::new(),
         ),
         Err(e) => (Vec::new(), e.message),
     };
+    if may_edit {
+        super::credentials::load(s, v, thing, &mut rows).await;
+    }
     EndpointsPanel {
         thing: thing.to_string(),
         rows,
         may_edit,
         may_connect,
+        may_console,
         error,
         notice: String::new(),
         form: EndpointForm::default(),
         protocols: endpoints::PROTOCOLS,
+        authentications: super::credentials::AUTHENTICATIONS,
     }
 }
 
@@ -261,7 +303,7 @@ pub async fn page(State(s): State<AppState>, v: Viewer, Path(thing): Path<String
     let page = DevicePage {
         frame: Frame::new(&v, thing.clone(), "devices"),
         switch: switch_panel(&s, &v, &thing),
-        endpoints: endpoints_panel(&s, &v, &thing),
+        endpoints: endpoints_panel(&s, &v, &thing).await,
         sessions: sessions_panel(&s, &v, &thing).await,
         audit: audit_panel(&s, &v, &thing).await,
         facts,
@@ -290,7 +332,7 @@ async fn write_endpoints(
     let mut values = Map::new();
     values.insert("endpoints".into(), endpoints::to_value(&rows));
     let result = things::write_properties(&s.platform, &v.ctx, thing, values).await;
-    let mut panel = endpoints_panel(s, v, thing);
+    let mut panel = endpoints_panel(s, v, thing).await;
     match result {
         Ok(_) => {
             panel.notice = notice;
@@ -304,8 +346,14 @@ async fn write_endpoints(
     }
 }
 
-fn invalid(s: &AppState, v: &Viewer, thing: &str, form: EndpointForm, error: String) -> Response {
-    let mut panel = endpoints_panel(s, v, thing);
+async fn invalid(
+    s: &AppState,
+    v: &Viewer,
+    thing: &str,
+    form: EndpointForm,
+    error: String,
+) -> Response {
+    let mut panel = endpoints_panel(s, v, thing).await;
     panel.error = error;
     panel.form = form;
     with_status(StatusCode::UNPROCESSABLE_ENTITY, page_html(&panel))
@@ -324,7 +372,7 @@ pub async fn add_endpoint(
     };
     let endpoint = match endpoints::validate(&form, &rows, None) {
         Ok(e) => e,
-        Err(why) => return invalid(&s, &v, &thing, form, why),
+        Err(why) => return invalid(&s, &v, &thing, form, why).await,
     };
     let notice = format!("endpoint {} added", endpoint.name);
     rows.push(endpoint);
@@ -350,12 +398,13 @@ pub async fn edit_endpoint(
             &thing,
             EndpointForm::default(),
             format!("Thing '{thing}' has no endpoint '{original}' (any more)"),
-        );
+        )
+        .await;
     };
     let endpoint = match endpoints::validate(&form, &rows, Some(&original)) {
         Ok(e) => e,
         Err(why) => {
-            let mut panel = endpoints_panel(&s, &v, &thing);
+            let mut panel = endpoints_panel(&s, &v, &thing).await;
             panel.error = why;
             if let Some(row) = panel.rows.iter_mut().find(|r| r.e.name == original) {
                 row.edit = form;
@@ -394,7 +443,8 @@ pub async fn remove_endpoint(
             &thing,
             EndpointForm::default(),
             format!("Thing '{thing}' has no endpoint '{}' (any more)", form.name),
-        );
+        )
+        .await;
     }
     let notice = format!("endpoint {} removed", form.name);
     write_endpoints(&s, &v, &thing, rows, EndpointForm::default(), notice).await

@@ -17,6 +17,21 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../static/console.js"),
     ),
     (
+        "console-session.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/console-session.js"),
+    ),
+    (
+        "console-term.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/console-term.js"),
+    ),
+    (
+        "console-vnc.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/console-vnc.js"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_bytes!("../../static/icon.svg"),
