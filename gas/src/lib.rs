@@ -17,6 +17,7 @@
 
 pub mod cli;
 mod config;
+mod console;
 mod relay;
 mod server;
 mod side;

@@ -1,0 +1,2 @@
+//! Browser consoles (see docs/architecture.md).
+pub(crate) mod ssh;
