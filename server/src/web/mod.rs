@@ -50,6 +50,7 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/static/{file}", get(statics::file))
+        .route("/static/vendor/{*path}", get(statics::vendor))
         .route("/devices", get(devices::page))
         .route("/devices/rows", get(devices::rows))
         .route("/devices/{thing}", get(device::page))
