@@ -256,8 +256,11 @@ impl Relay {
     }
 
     /// Attaches an admitted side and serves it until its session ends.
-    pub(crate) async fn run_side<S>(self: &Arc<Self>, mut ws: WebSocketStream<S>, mut admission: Admission)
-    where
+    pub(crate) async fn run_side<S>(
+        self: &Arc<Self>,
+        mut ws: WebSocketStream<S>,
+        mut admission: Admission,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let role = admission.role;
@@ -281,11 +284,7 @@ impl Relay {
 
     /// The WebSocket handshake, with admission inside it (consoles are admitted after it, by
     /// their first message).
-    async fn upgrade<S>(
-        self: &Arc<Self>,
-        stream: S,
-        deadline: Instant,
-    ) -> Option<Upgraded<S>>
+    async fn upgrade<S>(self: &Arc<Self>, stream: S, deadline: Instant) -> Option<Upgraded<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

@@ -353,6 +353,7 @@ fn partner_close(cause: &EndCause) -> CloseFrame {
         EndCause::EndedByPlatform => {
             frame(CloseCode::Normal, "the platform ended the session".into())
         }
+        EndCause::Console(_, _) => frame(CloseCode::Normal, "the browser console ended".into()),
     }
 }
 

@@ -7,7 +7,6 @@
 //! Everything from the browser is untrusted: each parser bounds the message size before parsing,
 //! refuses anything it does not understand with a [`FrameError`] that says what was wrong, and
 //! never repeats the ticket (a bearer secret) in an error.
-#![allow(dead_code)] // Until the WebSocket glue (`console/mod.rs`) uses these.
 
 use serde::Serialize;
 use serde_json::{Map, Value};

@@ -103,6 +103,9 @@ enum End {
     Browser,
     /// The endpoint (or the session) ended: this is what the browser is told.
     Endpoint(String),
+    /// The same for a VNC console, whose browser takes nothing but RFB bytes after `ready`:
+    /// the reason goes in the close frame only.
+    Screen(String),
     /// The browser broke the console protocol.
     BadMessage(String),
 }
@@ -164,11 +167,19 @@ where
             Ok(End::Browser) => info!("console closed by the browser"),
             Ok(End::Endpoint(reason)) => {
                 info!(%reason, "console ended");
+                let reason_copy = reason.clone();
                 let _ = send(&mut sink, &ServerMessage::Closed { reason }).await;
-                close(&mut sink, 1000, "the console ended").await;
+                close(&mut sink, 1000, &clip_reason(&reason_copy)).await;
+            }
+            Ok(End::Screen(reason)) => {
+                info!(%reason, "console ended");
+                close(&mut sink, 1000, &clip_reason(&reason)).await;
             }
             Ok(End::BadMessage(why)) => {
-                relay.end(&session, EndCause::Console(end_causes::CONSOLE_FAILED, why.clone()));
+                relay.end(
+                    &session,
+                    EndCause::Console(end_causes::CONSOLE_FAILED, why.clone()),
+                );
                 let _ = send(
                     &mut sink,
                     &ServerMessage::Error {
@@ -231,8 +242,11 @@ where
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame))))
-        .await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        sink.send(Message::Close(Some(frame))),
+    )
+    .await;
 }
 
 /// Tells the browser why it was refused before a session was attached, and closes.
@@ -315,8 +329,18 @@ where
                 .or(unreachable(&mut carry).await.map(|f| f.detail))
                 .unwrap_or(reason),
         )),
+        Ok(End::Screen(reason)) => Ok(End::Screen(ended_because(session).unwrap_or(reason))),
         Ok(end) => Ok(end),
     }
+}
+
+/// A close frame's reason holds at most 123 bytes.
+fn clip_reason(reason: &str) -> String {
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
 }
 
 /// Why the endpoint stream failed to open, if it did.
@@ -394,9 +418,13 @@ where
         }
     }
     drop(password);
-    send(sink, ready)
-        .await
-        .map_err(|()| Failure::new(end_causes::CONSOLE_FAILED, "BROWSER_GONE", "the browser left"))?;
+    send(sink, ready).await.map_err(|()| {
+        Failure::new(
+            end_causes::CONSOLE_FAILED,
+            "BROWSER_GONE",
+            "the browser left",
+        )
+    })?;
     // The browser leg is a byte stream too: its binary messages through a pipe, so the RFB
     // handshake toward it is the same code as any byte stream.
     let (mut browser, pipe) = tokio::io::duplex(PIPE);
@@ -410,13 +438,17 @@ where
             .map_err(|e| e.to_string())?;
         Ok::<(), String>(())
     };
-    tokio::select! {
-        end = bridge => Ok(end),
-        r = relay => Ok(match r {
+    let end = tokio::select! {
+        end = bridge => end,
+        r = relay => match r {
             Ok(()) => End::Endpoint("the VNC server closed the connection".into()),
             Err(e) => End::Endpoint(format!("the VNC connection ended: {e}")),
-        }),
-    }
+        },
+    };
+    Ok(match end {
+        End::Endpoint(reason) => End::Screen(reason),
+        other => other,
+    })
 }
 
 /// Moves a browser's binary messages into `pipe` and what comes out of `pipe` back as binary
@@ -513,9 +545,13 @@ where
             ))
         }
     };
-    send(sink, ready)
-        .await
-        .map_err(|()| Failure::new(end_causes::CONSOLE_FAILED, "BROWSER_GONE", "the browser left"))?;
+    send(sink, ready).await.map_err(|()| {
+        Failure::new(
+            end_causes::CONSOLE_FAILED,
+            "BROWSER_GONE",
+            "the browser left",
+        )
+    })?;
     let (mut output, mut input) = shell.split();
     let mut paused = false;
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -615,12 +651,22 @@ where
     let mut to_server = Vec::new();
     let mut to_terminal = Vec::new();
     t.start(&mut to_server);
-    let gone = |_| Failure::new(end_causes::CONSOLE_FAILED, "TELNET", "the Telnet connection closed");
+    let gone = |_| {
+        Failure::new(
+            end_causes::CONSOLE_FAILED,
+            "TELNET",
+            "the Telnet connection closed",
+        )
+    };
     wr.write_all(&to_server).await.map_err(gone)?;
     to_server.clear();
-    send(sink, ready)
-        .await
-        .map_err(|()| Failure::new(end_causes::CONSOLE_FAILED, "BROWSER_GONE", "the browser left"))?;
+    send(sink, ready).await.map_err(|()| {
+        Failure::new(
+            end_causes::CONSOLE_FAILED,
+            "BROWSER_GONE",
+            "the browser left",
+        )
+    })?;
     let mut buf = vec![0u8; CHUNK];
     let mut paused = false;
     let mut ping = tokio::time::interval(PING_EVERY);

@@ -10,7 +10,6 @@
 //! the caller applies one to the whole handshake.
 //!
 //! Reference: <https://github.com/rfbproto/rfbproto/blob/master/rfbproto.rst>.
-#![allow(dead_code)] // Until the WebSocket glue (`console/mod.rs`) uses these.
 
 use des::cipher::generic_array::GenericArray;
 use des::cipher::{BlockEncrypt, KeyInit};

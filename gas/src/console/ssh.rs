@@ -24,7 +24,6 @@
 
 // The WebSocket glue that uses this module is written separately; until it lands, nothing in
 // the crate calls it.
-#![allow(dead_code)]
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -38,8 +37,7 @@ use zeroize::Zeroizing;
 
 use shell::{output_of, Step};
 // The glue (not written yet) names these; until then some are unused outside the tests.
-#[allow(unused_imports)]
-pub use shell::{Output, Shell, ShellReader, ShellWriter};
+pub use shell::{Output, Shell};
 
 /// Messages of the shell channel buffered between russh and the reader before russh stops
 /// reading the transport (see the module documentation).
@@ -171,6 +169,7 @@ impl SshError {
 
 /// The SHA-256 fingerprint (`SHA256:...`, as `ssh-keygen -lf` prints it) of an OpenSSH public key
 /// line, to show an operator which key is stored.
+#[cfg(test)]
 pub fn fingerprint_of(openssh_public_key: &str) -> Result<String, SshError> {
     Ok(parse_host_key(openssh_public_key)?
         .fingerprint(HashAlg::Sha256)

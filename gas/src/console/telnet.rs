@@ -7,7 +7,6 @@
 //! Option negotiation keeps, per option and per side, the states of RFC 1143's "Q method"
 //! (without its queue): a request that would not change an option's state gets no reply, and an
 //! answer to our own request is recognised as such, so two peers can never loop.
-#![allow(dead_code)] // Until the WebSocket glue (`console/mod.rs`) uses these.
 
 use super::frame::Size;
 
@@ -48,6 +47,8 @@ enum Q {
     /// We asked to enable it and await the answer.
     WantYes,
     /// We asked to disable it and await the answer.
+    // We never ask to turn an option off ourselves; kept for the RFC 1143 table.
+    #[allow(dead_code)]
     WantNo,
 }
 

@@ -226,11 +226,7 @@ impl crate::console::Claims for Claimer {
         &'a self,
         session: &'a str,
     ) -> std::pin::Pin<
-        Box<
-            dyn Future<Output = Result<thingport_protocol::gas::ConsoleClaim, String>>
-                + Send
-                + 'a,
-        >,
+        Box<dyn Future<Output = Result<thingport_protocol::gas::ConsoleClaim, String>> + Send + 'a>,
     > {
         Box::pin(async move {
             let registration = self

@@ -466,6 +466,7 @@ async fn import_extensions(admin: &Admin, dir: &std::path::Path) -> anyhow::Resu
 /// meant for a real server cannot reach the demo).
 fn server_config(listen: SocketAddr, data: &local::DataDir) -> thingport_server::config::Config {
     thingport_server::config::Config {
+        secrets_key_file: None,
         listen,
         demo: false,
         data_dir: data.path.clone(),

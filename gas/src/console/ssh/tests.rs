@@ -1,6 +1,7 @@
 //! [`connect`] against an in-process russh server over `tokio::io::duplex`: a shell that echoes
 //! input, reports the PTY and every window change as text, and exits with status 3 on `exit\r`.
 
+use super::shell::ShellReader;
 use super::*;
 
 use russh::keys::ssh_key::private::Ed25519Keypair;
