@@ -290,6 +290,36 @@ impl Browser {
         path
     }
 
+    /// Resizes the browser window (the page's layout, and a console's size, follow).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("set the window size");
+    }
+
+    /// Polls `script` until it returns a value `done` accepts; panics with the last value after
+    /// `within`.
+    pub async fn wait_eval(
+        &self,
+        script: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.eval(script).await;
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{script}` did not become ready within {within:?}; last: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Runs a script in the page and returns its value.
     pub async fn eval(&self, script: &str) -> Value {
         self.client.execute(script, vec![]).await.expect("script")

@@ -22,6 +22,7 @@ pub mod browser;
 pub mod certs;
 mod client;
 pub mod clients;
+pub mod consoles;
 pub mod control;
 mod fixtures;
 pub mod fleet;

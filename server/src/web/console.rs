@@ -86,7 +86,8 @@ fn endpoint_protocol(
     Ok(protocol)
 }
 
-/// The WebSocket origins of the registered GASes (`ws[s]://host[:port]`), for the page's CSP.
+/// The WebSocket origins of the registered GASes (`ws://` and `wss://host[:port]`), for the
+/// page's CSP.
 /// Only well-formed host names and ports are taken: nothing from a GAS's registration can add
 /// another directive.
 fn gas_origins(s: &AppState) -> Vec<String> {
@@ -95,7 +96,9 @@ fn gas_origins(s: &AppState) -> Vec<String> {
         .things
         .values()
         .filter_map(|t| t.values.get("externalHostName").and_then(Value::as_str))
-        .filter_map(ws_origin)
+        // The GAS Thing keeps `host[:port]` of its public URL, not the scheme: both are allowed.
+        .flat_map(|host| [format!("ws://{host}"), format!("wss://{host}")])
+        .filter_map(|url| ws_origin(&url))
         .collect();
     out.sort();
     out.dedup();
