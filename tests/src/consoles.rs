@@ -126,3 +126,74 @@ pub async fn newest_session(r: &Running) -> Value {
         .ok();
     resp.rows().first().cloned().expect("a session")
 }
+
+/// A TigerVNC password file for `password` in `dir` (`vncpasswd -f`, the obfuscated 8 bytes
+/// `-rfbauth` reads); answers its path.
+pub fn vnc_password_file(dir: &Path, password: &str) -> std::path::PathBuf {
+    use std::io::Write as _;
+    let vncpasswd = require("vncpasswd", "tigervnc-tools");
+    let mut child = std::process::Command::new(vncpasswd)
+        .arg("-f")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start vncpasswd -f");
+    child
+        .stdin
+        .take()
+        .expect("vncpasswd stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write to vncpasswd");
+    let out = child.wait_with_output().expect("vncpasswd -f");
+    assert!(
+        out.status.success() && out.stdout.len() == 8,
+        "vncpasswd -f: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = dir.join("passwd");
+    std::fs::write(&file, out.stdout).unwrap();
+    file
+}
+
+/// `Xvnc -inetd` behind a port-0 listener: a `width`×`height` desktop with the classic root
+/// weave (`-retro`, so the screen is not one colour), VNC Authentication against `passwd`.
+pub async fn xvnc_with_password(passwd: &Path, (width, height): (u32, u32)) -> Inetd {
+    let xvnc = require("Xvnc", "tigervnc-standalone-server");
+    let mut args = os(&["-inetd", "-once", "-retro", "-SecurityTypes", "VncAuth"]);
+    args.extend(["-rfbauth".into(), passwd.as_os_str().to_owned()]);
+    args.extend(os(&[
+        "-geometry",
+        &format!("{width}x{height}"),
+        "-depth",
+        "24",
+        "-nolisten",
+        "tcp",
+        "-desktop",
+        "thingport-e2e",
+    ]));
+    Inetd::start(&xvnc, &args).await
+}
+
+/// inetutils' `telnetd -h -E script` behind a port-0 listener (the script runs instead of
+/// `login` on the pty telnetd sizes from NAWS).
+pub async fn telnetd(script: &Path) -> Inetd {
+    let telnetd = require("telnetd", "inetutils-telnetd");
+    let mut args = os(&["-h", "-E"]);
+    args.push(script.as_os_str().to_owned());
+    Inetd::start(&telnetd, &args).await
+}
+
+/// Every string reachable from `window.thingportConsole` (a bounded walk that skips DOM nodes
+/// and binary buffers), joined by newlines: what page scripts could read of the console.
+pub const CONSOLE_STRINGS: &str = "const seen = new Set(); const out = []; let budget = 20000; \
+    const walk = (v, depth) => { \
+      if (budget-- <= 0 || v === null || v === undefined) return; \
+      if (typeof v === 'string') { out.push(v); return; } \
+      if (typeof v !== 'object' || depth > 4 || seen.has(v)) return; \
+      if (v instanceof Node || ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return; \
+      seen.add(v); \
+      for (const k of Object.getOwnPropertyNames(v)) { \
+        let x; try { x = v[k]; } catch { continue; } walk(x, depth + 1); } }; \
+    walk(window.thingportConsole, 0); return out.join('\\n');";
