@@ -16,7 +16,10 @@
 //!   after, fairness, TLS on both legs, and `StartSession` calls per second, each beside the
 //!   direct loopback path (and `socat` when installed) measured in the same run.
 //!
-//! * `all`: the four above in turn, the one command for every figure (full runs: about 8 minutes;
+//! * `console`: browser consoles (SPEC §11): keystroke echo and full 1920×1080 VNC updates
+//!   through the GAS's console WebSocket, beside the same through `thingport connect`.
+//!
+//! * `all`: every one above in turn, the one command for every figure (full runs: about 8 minutes;
 //!   `--quick`: about a minute with a release build).
 //!
 //! Later subcommands plug in beside these in [`Command`].
@@ -25,6 +28,7 @@
 //! the figures meet their targets (a MISS is reported, not fatal: the machine is noisy); 1 when the
 //! tool could not run or any request failed; 2 for a usage error.
 
+mod console;
 mod control;
 mod extension;
 mod fleet;
@@ -70,7 +74,10 @@ enum Command {
     /// Web console: the device list at 10,000 Things (a page, its refresh fragment, a search) as
     /// a signed-in administrator and as a user who sees every Thing through an organization.
     Web(web::WebArgs),
-    /// Every benchmark in turn (platform, extension, control, tunnel, web) with their default settings:
+    /// Browser consoles: keystroke echo and full 1920×1080 VNC updates through the GAS's console
+    /// WebSocket, beside the same through `thingport connect`.
+    Console(console::ConsoleArgs),
+    /// Every benchmark in turn (platform, extension, control, tunnel, web, console) with their default settings:
     /// the one command for every figure of docs/benchmarks.md.
     All(AllArgs),
     /// (Internal) the echo target of `tunnel`'s many-connection phases, as a process of its own
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
         Command::Control(args) => run_async(args.client_threads as usize, control::run(args)),
         Command::Tunnel(args) => run_async(2, tunnel::run(args)),
         Command::Web(args) => run_async(1, web::run(args)),
+        Command::Console(args) => run_async(1, console::run(args)),
         Command::All(args) => run_all(&args),
         Command::ManyEcho => tunnel::many_echo_main(),
     };
@@ -113,7 +121,7 @@ struct AllArgs {
     #[arg(long)]
     quick: bool,
     /// Also write each benchmark's figures as JSON into this directory (platform.json,
-    /// extension.json, control.json, tunnel.json, web.json); created if missing
+    /// extension.json, control.json, tunnel.json, web.json, console.json); created if missing
     #[arg(long, value_name = "DIR")]
     json_dir: Option<PathBuf>,
 }
@@ -147,7 +155,14 @@ fn run_all(all: &AllArgs) -> anyhow::Result<Outcome> {
     }
     let started = Instant::now();
     let (mut failed, mut requests_failed, mut took) = (Vec::new(), 0, Vec::new());
-    for name in ["platform", "extension", "control", "tunnel", "web"] {
+    for name in [
+        "platform",
+        "extension",
+        "control",
+        "tunnel",
+        "web",
+        "console",
+    ] {
         let quick = if all.quick { " --quick" } else { "" };
         eprintln!("\n== thingport-bench {name}{quick}");
         let began = Instant::now();
@@ -158,6 +173,8 @@ fn run_all(all: &AllArgs) -> anyhow::Result<Outcome> {
             "control" => args_for::<control::ControlArgs>(name, all)
                 .and_then(|a| run_async(a.client_threads as usize, control::run(a))),
             "web" => args_for::<web::WebArgs>(name, all).and_then(|a| run_async(1, web::run(a))),
+            "console" => args_for::<console::ConsoleArgs>(name, all)
+                .and_then(|a| run_async(1, console::run(a))),
             _ => {
                 args_for::<tunnel::TunnelArgs>(name, all).and_then(|a| run_async(2, tunnel::run(a)))
             }

@@ -40,7 +40,7 @@ mod many;
 mod rate;
 mod report;
 mod session;
-mod site;
+pub(crate) mod site;
 mod socat;
 mod targets;
 mod tls;
@@ -137,18 +137,18 @@ pub struct TunnelArgs {
     pub bin_dir: Option<PathBuf>,
 }
 
-/// The release artefacts the benchmark runs.
-struct Artefacts {
-    server: PathBuf,
-    gas: PathBuf,
-    agent: PathBuf,
-    rac: PathBuf,
-    cse: PathBuf,
-    rae: PathBuf,
+/// The release artefacts the benchmark runs (also `console`'s).
+pub(crate) struct Artefacts {
+    pub(crate) server: PathBuf,
+    pub(crate) gas: PathBuf,
+    pub(crate) agent: PathBuf,
+    pub(crate) rac: PathBuf,
+    pub(crate) cse: PathBuf,
+    pub(crate) rae: PathBuf,
 }
 
 impl Artefacts {
-    fn locate(dir: Option<&Path>) -> Result<Self> {
+    pub(crate) fn locate(dir: Option<&Path>) -> Result<Self> {
         let build = "cargo build --release --workspace";
         let find = |file: String| {
             let explicit = dir.map(|d| d.join(&file));

@@ -219,6 +219,10 @@ impl Api {
         self.send(reqwest::Method::POST, path, &body).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Result<Value> {
+        self.send(reqwest::Method::PUT, path, &body).await
+    }
+
     /// A service of `Things/{thing}`.
     pub async fn thing_service(&self, thing: &str, service: &str, body: Value) -> Result<Value> {
         self.post(
