@@ -23,6 +23,7 @@
 //! beside them (where the time goes). Targets are reported PASS / MISS, not enforced; the tool
 //! fails only when something does not work.
 
+mod report;
 mod wire;
 
 use crate::probe;
@@ -33,17 +34,16 @@ use crate::tunnel::Artefacts;
 use crate::Outcome;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use serde::Serialize;
+use report::{
+    print, updates_of, verdict, ConsoleReport, Keystrokes, Latency, PathUpdates, Vnc,
+    KEYSTROKE_P50_MARGIN_US, VNC_RATIO_TARGET,
+};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wire::{Console, Stream, Target, Tcp};
 
-/// Target: p50 of the keystroke echo through the console at most this much above `connect`'s.
-pub const KEYSTROKE_P50_MARGIN_US: f64 = 1_000.0;
-/// Target: console updates/s ÷ connect updates/s.
-pub const VNC_RATIO_TARGET: f64 = 1.0;
 /// Keystrokes per block; console and connect blocks alternate.
 const BLOCK: usize = 100;
 /// Keystrokes per path before the measured ones, not counted.
@@ -80,85 +80,6 @@ pub struct ConsoleArgs {
     /// extension libraries [default: the directory of this executable, e.g. target/release/].
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
-}
-
-/// Percentiles of a set of timings, in µs.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-struct Latency {
-    samples: usize,
-    p50_us: f64,
-    p99_us: f64,
-    max_us: f64,
-}
-
-impl Latency {
-    fn of(d: &[Duration]) -> Latency {
-        let mut us: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1e6).collect();
-        us.sort_by(f64::total_cmp);
-        let q = |q: f64| {
-            if us.is_empty() {
-                return 0.0;
-            }
-            us[((q * us.len() as f64).ceil() as usize).clamp(1, us.len()) - 1]
-        };
-        Latency {
-            samples: us.len(),
-            p50_us: q(0.50),
-            p99_us: q(0.99),
-            max_us: us.last().copied().unwrap_or(0.0),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct Keystrokes {
-    console: Latency,
-    connect: Latency,
-    p50_difference_us: f64,
-    target_us: f64,
-    verdict: &'static str,
-}
-
-/// CPU seconds per update of the processes on a path.
-#[derive(Debug, Default, Serialize)]
-struct Cpu {
-    gas_ms: f64,
-    agent_ms: f64,
-    rac_ms: f64,
-    bench_ms: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct Updates {
-    updates: usize,
-    seconds: f64,
-    updates_per_s: f64,
-    mib_per_s: f64,
-    per_update: Latency,
-    cpu_per_update: Cpu,
-}
-
-#[derive(Debug, Serialize)]
-struct Vnc {
-    width: u16,
-    height: u16,
-    bytes_per_update: usize,
-    console: Updates,
-    connect: Updates,
-    ratio: f64,
-    target_ratio: f64,
-    verdict: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-struct ConsoleReport {
-    tool: &'static str,
-    version: &'static str,
-    mode: &'static str,
-    machine: Machine,
-    keystrokes: Keystrokes,
-    vnc: Vnc,
-    total_seconds: f64,
 }
 
 /// The running site, declared in the order it is dropped (killed): clients first.
@@ -334,9 +255,6 @@ fn measure_keystrokes(
     Ok([c, d])
 }
 
-/// Per path: the update times and the CPU seconds of [GAS, agent, RAC, bench] spent in them.
-type PathUpdates = (Vec<Duration>, [f64; 4]);
-
 /// Full-screen updates on both paths, alternating one by one, after the handshakes and one
 /// update of each not counted. `pids`: the GAS, the agent and the `vnc` RAC.
 fn measure_updates(
@@ -381,33 +299,6 @@ fn measure_updates(
     // The console path has no RAC: the idle RAC's CPU is not its cost.
     out[0].1[2] = 0.0;
     Ok(out)
-}
-
-fn updates_of((times, cpu): &PathUpdates) -> Updates {
-    let n = times.len().max(1) as f64;
-    let seconds: f64 = times.iter().map(Duration::as_secs_f64).sum();
-    let ms = |s: f64| s * 1e3 / n;
-    Updates {
-        updates: times.len(),
-        seconds,
-        updates_per_s: times.len() as f64 / seconds,
-        mib_per_s: (times.len() * wire::UPDATE_BYTES) as f64 / (1024.0 * 1024.0) / seconds,
-        per_update: Latency::of(times),
-        cpu_per_update: Cpu {
-            gas_ms: ms(cpu[0]),
-            agent_ms: ms(cpu[1]),
-            rac_ms: ms(cpu[2]),
-            bench_ms: ms(cpu[3]),
-        },
-    }
-}
-
-fn verdict(pass: bool) -> &'static str {
-    if pass {
-        "PASS"
-    } else {
-        "MISS"
-    }
 }
 
 pub async fn run(args: ConsoleArgs) -> Result<Outcome> {
@@ -505,63 +396,4 @@ fn blame<T>(site: &mut Site, r: Result<T>) -> Result<T> {
         (Ok(_), Err(dead)) => Err(dead),
         (Err(e), Err(dead)) => Err(anyhow::anyhow!("{e:#}, because {dead:#}")),
     }
-}
-
-fn print(r: &ConsoleReport) {
-    let (k, v) = (&r.keystrokes, &r.vnc);
-    let m = &r.machine;
-    println!(
-        "\n## console: browser console vs thingport connect ({} mode) on {} CPU(s), {}\n",
-        r.mode, m.cpus, m.cpu_model
-    );
-    println!("| keystroke echo (1 byte, one at a time) | samples | p50 µs | p99 µs | max µs |");
-    println!("|---|--:|--:|--:|--:|");
-    for (name, l) in [
-        (
-            "browser console (WebSocket → GAS Telnet → agent)",
-            &k.console,
-        ),
-        ("`thingport connect` (RAC → GAS → agent)", &k.connect),
-    ] {
-        println!(
-            "| {name} | {} | {:.0} | {:.0} | {:.0} |",
-            l.samples, l.p50_us, l.p99_us, l.max_us
-        );
-    }
-    println!(
-        "\ntarget: console p50 ≤ connect p50 + 1 ms: difference {:+.0} µs → {}\n",
-        k.p50_difference_us, k.verdict
-    );
-    println!(
-        "| {}×{} Raw update ({:.1} MiB) | updates | updates/s | MiB/s | p50 ms | p99 ms | CPU ms/update: GAS | agent | RAC | this tool (client, targets) |",
-        v.width,
-        v.height,
-        v.bytes_per_update as f64 / (1024.0 * 1024.0)
-    );
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-    for (name, u) in [
-        (
-            "browser console (WebSocket → GAS RFB proxy → agent)",
-            &v.console,
-        ),
-        ("`thingport connect` (RAC → GAS → agent)", &v.connect),
-    ] {
-        let c = &u.cpu_per_update;
-        println!(
-            "| {name} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            u.updates,
-            u.updates_per_s,
-            u.mib_per_s,
-            u.per_update.p50_us / 1e3,
-            u.per_update.p99_us / 1e3,
-            c.gas_ms,
-            c.agent_ms,
-            c.rac_ms,
-            c.bench_ms
-        );
-    }
-    println!(
-        "\ntarget: console updates/s ÷ connect updates/s ≥ {:.1}: {:.2} → {}",
-        v.target_ratio, v.ratio, v.verdict
-    );
 }
