@@ -60,7 +60,15 @@ export function failed(e) {
       : "No SSH host key is pinned for this endpoint yet. The connection was refused.", "failed");
     return;
   }
-  const text = (e && (e.message || e.reason)) || String(e);
+  let text = (e && (e.message || e.reason)) || String(e);
+  const code = (e && e.code) || "";
+  if (code.endsWith("AUTH_FAILED") || code === "VNC_PASSWORD_REQUIRED") {
+    text = `The device refused the stored credentials: ${text}. Someone who may edit the endpoint can correct them on the device page.`;
+  } else if (code === "ENDPOINT_UNREACHABLE") {
+    text = `The gateway could not reach the endpoint: ${text}`;
+  } else if (code === "TICKET_REFUSED") {
+    text = `The Global Access Server refused the console: ${text}`;
+  }
   ended(text, "failed");
 }
 
