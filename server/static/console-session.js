@@ -46,6 +46,7 @@ reconnectBtn.addEventListener("click", () => {
 export function ended(reason, state = "ended") {
   if (status.state === "ended" || status.state === "failed") return;
   setState(state === "failed" ? "Failed" : "Disconnected", state);
+  root.dataset.ended = "";
   notice(reason);
   controls(false);
   reconnectBtn.hidden = false;
@@ -110,6 +111,7 @@ export async function open(size, reconnect) {
   onReconnect = reconnect;
   hostkeyEl.hidden = true;
   notice("");
+  delete root.dataset.ended;
   status.state = "starting";
   setState("Starting a session…", "starting");
   const r = await fetch(root.dataset.start, {

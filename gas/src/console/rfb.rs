@@ -63,8 +63,10 @@ pub enum RfbError {
     /// The stored password was refused (or the server ended authentication with a failure);
     /// the reason is the server's, when RFB 3.8 let it give one. Fix the stored password.
     #[error("{}", match .0 {
-        Some(reason) => format!("the VNC server refused the stored password: {reason}"),
-        None => "the VNC server refused the stored password".to_string(),
+        Some(reason) => format!(
+            "VNC authentication failed: the VNC server refused the stored password ({reason})"
+        ),
+        None => "VNC authentication failed: the VNC server refused the stored password".to_string(),
     })]
     AuthFailed(Option<String>),
     /// The server requires VNC Authentication and no password is stored for the endpoint.

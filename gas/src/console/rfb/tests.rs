@@ -208,7 +208,7 @@ async fn v3_3_wrong_password_has_no_reason() {
     assert_eq!(err.code(), "VNC_AUTH_FAILED");
     assert_eq!(
         err.to_string(),
-        "the VNC server refused the stored password"
+        "VNC authentication failed: the VNC server refused the stored password"
     );
 }
 
@@ -354,7 +354,7 @@ async fn v3_8_wrong_password_with_reason() {
     );
     assert_eq!(
         err.to_string(),
-        "the VNC server refused the stored password: Authentication failed   [31m"
+        "VNC authentication failed: the VNC server refused the stored password (Authentication failed   [31m)"
     );
     fails_on_every_early_eof(steps, Some(b"password")).await;
 }
