@@ -64,7 +64,7 @@ export function failed(e) {
   let text = (e && (e.message || e.reason)) || String(e);
   const code = (e && e.code) || "";
   if (code.endsWith("AUTH_FAILED") || code === "VNC_PASSWORD_REQUIRED") {
-    text = `The device refused the stored credentials: ${text}. Someone who may edit the endpoint can correct them on the device page.`;
+    text = `${text.charAt(0).toUpperCase()}${text.slice(1)}. Someone who may edit the endpoint can correct the stored credentials on the device page.`;
   } else if (code === "ENDPOINT_UNREACHABLE") {
     text = `The gateway could not reach the endpoint: ${text}`;
   } else if (code === "TICKET_REFUSED") {
