@@ -1,9 +1,9 @@
 //! Browser consoles refusing bad input (SPEC §11), at the WebSocket level against the real
 //! server, GAS and agent, with this test playing the browser (no Chromium): tickets used twice,
 //! at the wrong GAS or as raw tunnel credentials (and the reverse), upgrades without the
-//! subprotocol, first messages that are no hello, control messages that are too big or make no
-//! sense on a live console, a browser that leaves, an endpoint nobody listens on, and who may
-//! start which kind of session.
+//! subprotocol, first messages that are no hello (or none within 10 s), control messages that
+//! are too big or make no sense on a live console, a browser that leaves, an endpoint nobody
+//! listens on, and who may start which kind of session.
 //!
 //! The live target is an in-test Telnet-ish server on 127.0.0.1:0: it swallows Telnet option
 //! negotiation, prints a banner and echoes what it is sent (the GAS's Telnet layer passes data
@@ -12,7 +12,7 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use thingport_e2e::clients::{running, Running};
 use thingport_e2e::consoles::T;
 use thingport_e2e::Client;
@@ -265,6 +265,16 @@ async fn tickets_are_single_use_bound_to_their_gas_and_no_tunnel_credentials() {
     let console_url = |addr: SocketAddr| format!("ws://{addr}/console");
     let gases = [r.gas.addr(), gas2.addr()];
 
+    // A browser that upgrades and says nothing is refused after 10 s (watched meanwhile).
+    let silent = {
+        let mut c = console(&console_url(gases[0])).await;
+        let t0 = Instant::now();
+        tokio::spawn(async move {
+            expect_refusal(&mut c, "TICKET_REQUIRED", "no ticket within 10 s", 4401).await;
+            t0.elapsed()
+        })
+    };
+
     // No subprotocol: a plain HTTP 400 before the upgrade.
     let refused = ws(&console_url(gases[0]), None, &[]).await.unwrap_err();
     assert_eq!(refused.status, 400, "{refused:?}");
@@ -364,6 +374,12 @@ async fn tickets_are_single_use_bound_to_their_gas_and_no_tunnel_credentials() {
     assert_eq!(refused.status, 401, "{refused:?}");
     assert!(refused.body.contains("tunnel credential"), "{refused:?}");
     assert!(!refused.body.contains(&fresh.ticket), "{refused:?}");
+
+    let waited = silent.await.expect("the silent browser's watch");
+    assert!(
+        waited >= Duration::from_millis(9_500),
+        "refused after {waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
