@@ -50,6 +50,15 @@ pub async fn run_with_ready(
         .unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(db_dir)
         .with_context(|| format!("failed to create {}", db_dir.display()))?;
+    let key_file = config
+        .secrets_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("secrets.key"));
+    // Loaded (or created) before the database is touched: a bad key file leaves nothing behind.
+    let vault = Arc::new(
+        security::vault::Vault::load_or_create(&key_file)
+            .with_context(|| format!("--secrets-key-file {}", key_file.display()))?,
+    );
     let store = store::Store::open_file(&db_path)
         .await
         .context("failed to open the database")?;
@@ -90,14 +99,7 @@ pub async fn run_with_ready(
         trusted_keys,
         ..Default::default()
     };
-    let key_file = config
-        .secrets_key_file
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("secrets.key"));
-    platform.set_vault(Arc::new(
-        security::vault::Vault::load_or_create(&key_file)
-            .with_context(|| format!("--secrets-key-file {}", key_file.display()))?,
-    ));
+    platform.set_vault(vault);
     let bridge =
         extensions::bridge::PlatformBridge::new(&platform, tokio::runtime::Handle::current());
     let exts = Arc::new(extensions::registry::Extensions::new(

@@ -470,9 +470,8 @@ async fn live_consoles_end_on_bad_control_messages_a_leaving_browser_and_dead_en
     assert_eq!(close_code(&mut c).await, Some(4500));
     wait_cause(&r, &s.session, "ENDPOINT_UNREACHABLE").await;
 
-    // The same for Telnet: the browser is told why. (Not asserted: the cause. A Telnet console
-    // says `ready` before its stream opens and then ends as `closed`, so the session records
-    // USER_SHUTDOWN instead of ENDPOINT_UNREACHABLE; see gas/src/console/mod.rs `run`.)
+    // The same for Telnet, which says `ready` before its stream opens: the browser is told why,
+    // the console closes as failed, and the session records ENDPOINT_UNREACHABLE.
     let s = start_console(&r.site.admin, "gone-tel").await;
     let mut c = console(&s.url).await;
     c.send(hello(&s.ticket)).await.unwrap();
@@ -490,7 +489,8 @@ async fn live_consoles_end_on_bad_control_messages_a_leaving_browser_and_dead_en
             .any(|v| v.to_string().contains("could not reach the endpoint")),
         "{told:?} (close {code:?})"
     );
-    r.site.wait_terminated("gw-1", &s.session, T).await;
+    assert_eq!(code, Some(4500), "{told:?}");
+    wait_cause(&r, &s.session, "ENDPOINT_UNREACHABLE").await;
 }
 
 /// A user with visibility, design Read, PropertyRead and ServiceInvoke on `service` of gw-1.

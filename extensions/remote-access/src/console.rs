@@ -470,13 +470,16 @@ pub fn generate(
     let (private_pem, public_line) = ed25519_pair(&comment)?;
     stored.private_key =
         Some(host.secret_seal(&context(thing, &input.endpoint, "privateKey"), &private_pem)?);
-    stored.passphrase = None;
+    let had_passphrase = stored.passphrase.take().is_some();
     stored.public_key = Some(public_line.clone());
     stored.authentication = "privateKey".into();
     let fp = fingerprint(&public_line)?;
-    let changes = vec![format!(
+    let mut changes = vec![format!(
         "a new Ed25519 key pair generated ({fp}); authentication privateKey"
     )];
+    if had_passphrase {
+        changes.push("passphrase removed (the new key has none)".into());
+    }
     write(host, caller, thing, &input.endpoint, stored, &changes)
 }
 

@@ -324,11 +324,12 @@ where
     match result {
         // A failure while the stream did not even open: say that instead.
         Err(f) => Err(unreachable(&mut carry).await.unwrap_or(f)),
-        Ok(End::Endpoint(reason)) => Ok(End::Endpoint(
-            ended_because(session)
-                .or(unreachable(&mut carry).await.map(|f| f.detail))
-                .unwrap_or(reason),
-        )),
+        // The endpoint "closed" because the stream never opened (a Telnet console says `ready`
+        // before the first byte): a failure, recorded as such.
+        Ok(End::Endpoint(reason)) => match unreachable(&mut carry).await {
+            Some(f) => Err(f),
+            None => Ok(End::Endpoint(ended_because(session).unwrap_or(reason))),
+        },
         Ok(End::Screen(reason)) => Ok(End::Screen(ended_because(session).unwrap_or(reason))),
         Ok(end) => Ok(end),
     }
