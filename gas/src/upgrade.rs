@@ -317,4 +317,79 @@ mod tests {
             body.len().to_string().as_str()
         );
     }
+
+    /// A relay named `gas-1` with `key`, for the ticket checks.
+    fn relay(key: &[u8]) -> Arc<Relay> {
+        let keys = Arc::new(crate::KeyCell::new("gas-1"));
+        keys.set(key);
+        Relay::new(keys, crate::RelayConfig::default(), None).unwrap()
+    }
+
+    fn grant(session: &str, role: Role, gas: &str, exp: i64, nonce: &str) -> tunnel::Grant {
+        tunnel::Grant {
+            session: session.into(),
+            role,
+            gas: gas.into(),
+            exp,
+            nonce: nonce.into(),
+        }
+    }
+
+    fn refused(r: Result<Admission, Refusal>) -> Refusal {
+        match r {
+            Ok(_) => panic!("admitted"),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn console_tickets_and_tunnel_credentials_do_not_open_each_other() {
+        let key = [9u8; 32];
+        let relay = relay(&key);
+        let later = now_ms() + 30_000;
+        let console = tunnel::console_key(&key);
+        // A console ticket: admitted at /console once, then "already used".
+        let ticket = tunnel::sign(&grant("s1", Role::Client, "gas-1", later, "n1"), &console);
+        let admitted = admit_grant(&relay, &ticket, Signer::Console).unwrap();
+        assert_eq!(admitted.role, Role::Client);
+        drop(admitted);
+        let again = refused(admit_grant(&relay, &ticket, Signer::Console));
+        assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(again.message, "the console ticket was already used");
+        // The same ticket as a tunnel credential: a bad signature (other key).
+        let ticket = tunnel::sign(&grant("s2", Role::Client, "gas-1", later, "n2"), &console);
+        let as_tunnel = refused(admit_grant(&relay, &ticket, Signer::Tunnel));
+        assert_eq!(
+            as_tunnel.message,
+            "the tunnel credential's signature is not valid"
+        );
+        // A tunnel credential at /console: refused the same way.
+        let credential = tunnel::sign(&grant("s3", Role::Client, "gas-1", later, "n3"), &key);
+        let as_console = refused(admit_grant(&relay, &credential, Signer::Console));
+        assert_eq!(
+            as_console.message,
+            "the console ticket's signature is not valid"
+        );
+        // An agent grant signed with the console key is no console.
+        let agent = tunnel::sign(&grant("s4", Role::Agent, "gas-1", later, "n4"), &console);
+        let not_console = refused(admit_grant(&relay, &agent, Signer::Console));
+        assert_eq!(
+            not_console.message,
+            "the console ticket is not for a console"
+        );
+        // Another GAS's name, an expired ticket, garbage.
+        let foreign = tunnel::sign(&grant("s5", Role::Client, "gas-2", later, "n5"), &console);
+        let foreign = refused(admit_grant(&relay, &foreign, Signer::Console));
+        assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+        assert_eq!(foreign.message, "the console ticket is for another GAS");
+        let old = now_ms() - 60_000;
+        let expired = tunnel::sign(&grant("s6", Role::Client, "gas-1", old, "n6"), &console);
+        let expired = refused(admit_grant(&relay, &expired, Signer::Console));
+        assert_eq!(expired.message, "the console ticket has expired");
+        for junk in ["", "v1", "v1.x.y", "a.b.c.d", &"v1.".repeat(2000)] {
+            let e = refused(admit_grant(&relay, junk, Signer::Console));
+            assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{junk:.20}");
+            assert!(!e.message.contains(junk) || junk.is_empty(), "{e:?}");
+        }
+    }
 }
