@@ -213,60 +213,58 @@ async fn start_site(
     })
 }
 
-/// The keystroke echo on both paths, in alternating blocks after a warm-up of each.
+/// The paths measured, in this order: the console, `thingport connect`, and the client straight
+/// to the target (the baseline).
+const PATHS: usize = 3;
+
+/// The keystroke echo on every path, in alternating blocks after a warm-up of each.
 fn measure_keystrokes(
-    mut console: Console,
-    mut connect: Tcp,
+    mut paths: [Box<dyn Stream + Send>; PATHS],
     n: usize,
     cap: Duration,
-) -> Result<[Vec<Duration>; 2]> {
+) -> Result<[Vec<Duration>; PATHS]> {
     let started = Instant::now();
-    let (mut c, mut d) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut out: [Vec<Duration>; PATHS] = Default::default();
     let mut key = 0usize;
     // Printable, never IAC (0xff) or CR (which Telnet pads with a NUL).
     let mut next = || {
         key += 1;
         b'a' + (key % 26) as u8
     };
-    for s in [&mut console as &mut dyn Stream, &mut connect] {
-        wire::settle(s)?;
+    for s in paths.iter_mut() {
+        wire::settle(s.as_mut())?;
         for _ in 0..WARMUP_KEYS {
-            wire::keystroke(s, next())?;
+            wire::keystroke(s.as_mut(), next())?;
         }
     }
-    while c.len() < n {
-        for (s, out) in [
-            (&mut console as &mut dyn Stream, &mut c),
-            (&mut connect, &mut d),
-        ] {
-            for _ in 0..BLOCK.min(n - out.len()) {
+    while out[0].len() < n {
+        for (s, times) in paths.iter_mut().zip(out.iter_mut()) {
+            for _ in 0..BLOCK.min(n - times.len()) {
                 let k = next();
                 let t = Instant::now();
-                wire::keystroke(s, k)?;
-                out.push(t.elapsed());
+                wire::keystroke(s.as_mut(), k)?;
+                times.push(t.elapsed());
             }
         }
         ensure!(
             started.elapsed() < cap,
             "the keystrokes took over {cap:?} ({} of {n} done): far too slow",
-            c.len()
+            out[0].len()
         );
     }
-    Ok([c, d])
+    Ok(out)
 }
 
-/// Full-screen updates on both paths, alternating one by one, after the handshakes and one
+/// Full-screen updates on every path, alternating one by one, after the handshakes and one
 /// update of each not counted. `pids`: the GAS, the agent and the `vnc` RAC.
 fn measure_updates(
-    console: Console,
-    connect: Tcp,
+    mut paths: [Box<dyn Stream + Send>; PATHS],
     k: usize,
     cap: Duration,
     pids: [u32; 3],
-) -> Result<[PathUpdates; 2]> {
-    let mut streams: [Box<dyn Stream>; 2] = [Box::new(console), Box::new(connect)];
+) -> Result<[PathUpdates; PATHS]> {
     let mut buf = vec![0u8; wire::UPDATE_BYTES];
-    for s in streams.iter_mut() {
+    for s in paths.iter_mut() {
         wire::rfb_handshake(s.as_mut())?;
         wire::full_update(s.as_mut(), &mut buf)?;
     }
@@ -278,10 +276,10 @@ fn measure_updates(
             probe::cpu_seconds(None),
         ]
     };
-    let mut out: [PathUpdates; 2] = Default::default();
+    let mut out: [PathUpdates; PATHS] = Default::default();
     let started = Instant::now();
     for _ in 0..k {
-        for (s, (times, spent)) in streams.iter_mut().zip(out.iter_mut()) {
+        for (s, (times, spent)) in paths.iter_mut().zip(out.iter_mut()) {
             let before = cpu();
             let t = Instant::now();
             wire::full_update(s.as_mut(), &mut buf)?;
@@ -296,8 +294,10 @@ fn measure_updates(
             "the updates took over {cap:?}: far too slow"
         );
     }
-    // The console path has no RAC: the idle RAC's CPU is not its cost.
+    // A process off a path is idle during its updates: its CPU is not the path's cost. The
+    // console has no RAC; the direct path has neither GAS nor agent nor RAC.
     out[0].1[2] = 0.0;
+    out[2].1[..3].fill(0.0);
     Ok(out)
 }
 
@@ -330,15 +330,19 @@ pub async fn run(args: ConsoleArgs) -> Result<Outcome> {
         site.rac_vnc.pid(),
     );
 
-    let console = site.console("telnet").await?;
-    let connect = Tcp::connect(site.rac_telnet.addr()?)?;
-    let measured = blocking(move || measure_keystrokes(console, connect, keys, cap)).await;
-    let [kc, kd] = blame(&mut site, measured)?;
-    let (kc, kd) = (Latency::of(&kc), Latency::of(&kd));
+    let paths: [Box<dyn Stream + Send>; PATHS] = [
+        Box::new(site.console("telnet").await?),
+        Box::new(Tcp::connect(site.rac_telnet.addr()?)?),
+        Box::new(Tcp::connect(echo.addr)?),
+    ];
+    let measured = blocking(move || measure_keystrokes(paths, keys, cap)).await;
+    let [kc, kd, kx] = blame(&mut site, measured)?;
+    let (kc, kd, kx) = (Latency::of(&kc), Latency::of(&kd), Latency::of(&kx));
     let diff = kc.p50_us - kd.p50_us;
     let keystrokes = Keystrokes {
         console: kc,
         connect: kd,
+        direct: kx,
         p50_difference_us: diff,
         target_us: KEYSTROKE_P50_MARGIN_US,
         verdict: verdict(diff <= KEYSTROKE_P50_MARGIN_US),
@@ -348,13 +352,17 @@ pub async fn run(args: ConsoleArgs) -> Result<Outcome> {
         kc.p50_us, kc.p99_us, kd.p50_us, kd.p99_us, kc.samples
     );
 
-    let console = site.console("vnc").await?;
-    let connect = Tcp::connect(site.rac_vnc.addr()?)?;
+    let paths: [Box<dyn Stream + Send>; PATHS] = [
+        Box::new(site.console("vnc").await?),
+        Box::new(Tcp::connect(site.rac_vnc.addr()?)?),
+        Box::new(Tcp::connect(rfb.addr)?),
+    ];
     let pids = [site.gas.pid(), site.agent.pid(), site.rac_vnc.pid()];
-    let measured = blocking(move || measure_updates(console, connect, updates, cap, pids)).await;
-    let [uc, ud] = blame(&mut site, measured)?;
-    let (uc, ud) = (updates_of(&uc), updates_of(&ud));
+    let measured = blocking(move || measure_updates(paths, updates, cap, pids)).await;
+    let [uc, ud, ux] = blame(&mut site, measured)?;
+    let (uc, ud, ux) = (updates_of(&uc), updates_of(&ud), updates_of(&ux));
     let ratio = uc.updates_per_s / ud.updates_per_s;
+    let ratio_at_p50 = ud.per_update.p50_us / uc.per_update.p50_us;
     eprintln!(
         "  VNC 1920×1080 update: console {:.1}/s ({:.0} MiB/s), connect {:.1}/s ({:.0} MiB/s) ({} each)",
         uc.updates_per_s, uc.mib_per_s, ud.updates_per_s, ud.mib_per_s, uc.updates
@@ -365,7 +373,9 @@ pub async fn run(args: ConsoleArgs) -> Result<Outcome> {
         bytes_per_update: wire::UPDATE_BYTES,
         console: uc,
         connect: ud,
+        direct: ux,
         ratio,
+        ratio_at_p50,
         target_ratio: VNC_RATIO_TARGET,
         verdict: verdict(ratio >= VNC_RATIO_TARGET),
     };
