@@ -65,7 +65,7 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 /// In-memory pipes: the console's tunnel WebSocket and the endpoint stream.
 const PIPE: usize = 256 * 1024;
 /// The most bytes read from the endpoint for one browser message.
-const CHUNK: usize = 32 * 1024;
+const CHUNK: usize = 128 * 1024;
 
 /// WebSocket close codes the browser sees (4000-4999 are the application's).
 const CLOSE_BAD_MESSAGE: u16 = 4400;
@@ -426,70 +426,94 @@ where
             "the browser left",
         )
     })?;
-    // The browser leg is a byte stream too: its binary messages through a pipe, so the RFB
-    // handshake toward it is the same code as any byte stream.
-    let (mut browser, pipe) = tokio::io::duplex(PIPE);
-    let bridge = bridge(pipe, sink, source);
-    let relay = async {
-        rfb::serve_downstream(&mut browser)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::io::copy_bidirectional(&mut browser, &mut endpoint)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<(), String>(())
-    };
-    let end = tokio::select! {
-        end = bridge => end,
-        r = relay => match r {
-            Ok(()) => End::Endpoint("the VNC server closed the connection".into()),
-            Err(e) => End::Endpoint(format!("the VNC connection ended: {e}")),
-        },
-    };
+    let end = vnc_relay(endpoint, sink, source).await;
     Ok(match end {
         End::Endpoint(reason) => End::Screen(reason),
         other => other,
     })
 }
 
-/// Moves a browser's binary messages into `pipe` and what comes out of `pipe` back as binary
-/// messages; pings the browser. Ends when the browser goes (or sends text: VNC takes none).
-async fn bridge<S>(pipe: DuplexStream, sink: &mut Sink<S>, source: &mut Source<S>) -> End
+/// The browser leg of a VNC console. Its handshake (RFB toward the browser, security type None)
+/// runs over a pipe so that it is the same byte-stream code as any ([`rfb::serve_downstream`]);
+/// the browser's later bytes (input events, update requests: little) keep that way to the
+/// endpoint. Screen updates, the bulk, go from the endpoint stream straight into binary messages:
+/// read into a buffer that becomes the message without a copy.
+async fn vnc_relay<S>(endpoint: DuplexStream, sink: &mut Sink<S>, source: &mut Source<S>) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut rd, mut wr) = tokio::io::split(pipe);
-    let mut buf = vec![0u8; CHUNK];
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.tick().await;
-    loop {
-        tokio::select! {
-            m = source.next() => match m {
-                Some(Ok(Message::Binary(b))) => {
-                    if wr.write_all(&b).await.is_err() {
-                        return End::Endpoint("the VNC connection closed".into());
+    let (mut from_endpoint, mut to_endpoint) = tokio::io::split(endpoint);
+    let (mut browser, pipe) = tokio::io::duplex(PIPE);
+    let (mut pipe_rd, mut pipe_wr) = tokio::io::split(pipe);
+    // The browser's bytes: the downstream handshake, then on to the endpoint. Our handshake
+    // answers come back through the pipe; the endpoint says nothing before the browser's
+    // ClientInit, which follows our last answer, so the two sources never interleave.
+    let upstream = async {
+        rfb::serve_downstream(&mut browser)
+            .await
+            .map_err(|e| format!("the browser's VNC handshake failed: {e}"))?;
+        tokio::io::copy(&mut browser, &mut to_endpoint)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    };
+    let downstream = async {
+        let mut handshake_out = vec![0u8; 256];
+        let mut screen = bytes::BytesMut::with_capacity(CHUNK);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                m = source.next() => match m {
+                    Some(Ok(Message::Binary(b))) => {
+                        if pipe_wr.write_all(&b).await.is_err() {
+                            return End::Endpoint("the VNC connection closed".into());
+                        }
                     }
-                }
-                Some(Ok(Message::Text(_))) => {
-                    return End::BadMessage("a VNC console takes binary messages only".into());
-                }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return End::Browser,
-                Some(Ok(_)) => {}
-            },
-            n = rd.read(&mut buf) => match n {
-                Ok(0) | Err(_) => return End::Endpoint("the VNC server closed the connection".into()),
-                Ok(n) => {
-                    if sink.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                    Some(Ok(Message::Text(_))) => {
+                        return End::BadMessage("a VNC console takes binary messages only".into());
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return End::Browser,
+                    Some(Ok(_)) => {}
+                },
+                // Our side of the browser's handshake.
+                n = pipe_rd.read(&mut handshake_out) => match n {
+                    Ok(0) | Err(_) => return End::Endpoint("the VNC connection closed".into()),
+                    Ok(n) => {
+                        let out = Bytes::copy_from_slice(&handshake_out[..n]);
+                        if sink.send(Message::Binary(out)).await.is_err() {
+                            return End::Browser;
+                        }
+                    }
+                },
+                n = from_endpoint.read_buf(&mut screen) => match n {
+                    Ok(0) | Err(_) => {
+                        return End::Endpoint("the VNC server closed the connection".into())
+                    }
+                    Ok(_) => {
+                        // The buffer becomes the message; its allocation comes back to `screen`
+                        // once the message is written, when `reserve` finds it unshared.
+                        let out = screen.split().freeze();
+                        if sink.send(Message::Binary(out)).await.is_err() {
+                            return End::Browser;
+                        }
+                        screen.reserve(CHUNK);
+                    }
+                },
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
                         return End::Browser;
                     }
                 }
-            },
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return End::Browser;
-                }
             }
         }
+    };
+    tokio::select! {
+        end = downstream => end,
+        r = upstream => match r {
+            Ok(()) => End::Endpoint("the VNC server closed the connection".into()),
+            Err(e) => End::Endpoint(format!("the VNC connection ended: {e}")),
+        },
     }
 }
 
