@@ -42,14 +42,37 @@ reconnectBtn.addEventListener("click", () => {
   if (onReconnect) onReconnect();
 });
 
-// The console is over: say why, offer to reconnect.
+// The console is over: say why, offer to reconnect, and add how the platform recorded it.
 export function ended(reason, state = "ended") {
   if (status.state === "ended" || status.state === "failed") return;
+  reason = reason ? reason.charAt(0).toUpperCase() + reason.slice(1) : "";
   setState(state === "failed" ? "Failed" : "Disconnected", state);
   root.dataset.ended = "";
   notice(reason);
   controls(false);
   reconnectBtn.hidden = false;
+  if (status.session) recorded(status.session, reason);
+}
+
+// The session's termination cause, once the platform has it (a few tries over about 5 s).
+async function recorded(session, reason) {
+  const url = `${root.dataset.start.replace(/\/start$/, "/session")}?id=${encodeURIComponent(session)}`;
+  for (let i = 0; i < 10; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    if (status.session !== session) return;
+    try {
+      const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!r.ok) return;
+      const s = await r.json();
+      if (s.status === "TERMINATED" && s.terminationCause) {
+        status.terminationCause = s.terminationCause;
+        if (status.session === session) notice(`${reason} (The session ended: ${s.terminationCause}.)`);
+        return;
+      }
+    } catch {
+      return;
+    }
+  }
 }
 
 // A refusal from the platform or the GAS, shown as such.

@@ -201,6 +201,25 @@ async fn ssh_console_with_a_password_refuses_a_wrong_one_and_a_changed_host_key(
     console_state(&b, "connected").await;
     type_keys(&b, "echo I am $(whoami)\r").await;
     wait_terminal(&b, "I am tpconsole").await;
+
+    // Ended from elsewhere (EndSession): the page says so, with the cause the platform recorded.
+    let live = newest_session(&r).await;
+    r.site
+        .admin
+        .call(
+            "Things",
+            "gw-1",
+            "EndSession",
+            json!({"sessionId": live["sessionId"]}),
+        )
+        .await
+        .ok();
+    // (The agent hears of it first and closes its side; the GAS says so, and the page adds the
+    // cause the platform recorded.)
+    console_state(&b, "ended").await;
+    b.wait_text("#console-notice", "The session ended: USER_SHUTDOWN", T)
+        .await;
+    b.shot("console-ssh-5-ended").await;
     b.goto("/devices").await;
 
     // Another host key pinned than the device has: refused before any password is sent, the

@@ -224,6 +224,48 @@ pub async fn start(
 }
 
 #[derive(Deserialize)]
+pub struct SessionQuery {
+    id: String,
+}
+
+/// `GET /devices/{thing}/console/{endpoint}/session?id=ID`: the session's state and termination
+/// cause as the platform recorded them (`GetSession` as the viewer), for the page's end message.
+pub async fn session(
+    State(s): State<AppState>,
+    v: Viewer,
+    Path((thing, _endpoint)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<SessionQuery>,
+) -> Response {
+    let got = services::invoke(
+        &s.platform,
+        &v.ctx,
+        EntityKind::Thing,
+        &thing,
+        "GetSession",
+        json!({"sessionId": q.id}),
+    )
+    .await;
+    match got {
+        Ok(t) => {
+            let row = t
+                .rows
+                .into_iter()
+                .next()
+                .map(Value::Object)
+                .unwrap_or(Value::Null);
+            let field = |k: &str| row.get(k).cloned().unwrap_or(Value::Null);
+            Json(json!({
+                "status": field("status"),
+                "terminationCause": field("terminationCause"),
+                "detail": field("detail"),
+            }))
+            .into_response()
+        }
+        Err(e) => json_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
 pub struct TrustForm {
     #[serde(rename = "hostKey")]
     host_key: String,

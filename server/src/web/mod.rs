@@ -81,6 +81,10 @@ pub fn router(max_upload_bytes: usize) -> Router<AppState> {
             "/devices/{thing}/console/{endpoint}/trust",
             post(console::trust),
         )
+        .route(
+            "/devices/{thing}/console/{endpoint}/session",
+            get(console::session),
+        )
         .route("/devices/{thing}/sessions", get(device::sessions))
         .route("/devices/{thing}/switch", post(device::switch))
         .route("/sessions", get(sessions::page))
