@@ -14,7 +14,8 @@
 //!   bulk throughput and its CPU cost, round trips, new connections and new sessions, bursts of
 //!   connections opened at once, 10,000 held open with the relays' memory per connection and
 //!   after, fairness, TLS on both legs, and `StartSession` calls per second, each beside the
-//!   direct loopback path (and `socat` when installed) measured in the same run.
+//!   direct loopback path (and `socat` when installed, and the two-hop wstunnel path when
+//!   `../shared/peers/wstunnel` is there) measured in the same run.
 //!
 //! * `console`: browser consoles (SPEC §11): keystroke echo and full 1920×1080 VNC updates
 //!   through the GAS's console WebSocket, beside the same through `thingport connect`.
@@ -69,7 +70,8 @@ enum Command {
     /// server memory per connection), then a server restart (time until all are bound again).
     Control(control::ControlArgs),
     /// Remote-session tunnel: bulk throughput, CPU per GiB, round trips, new connections and
-    /// StartSession → first byte through RAC → GAS → agent, beside direct loopback.
+    /// StartSession → first byte through RAC → GAS → agent, beside direct loopback (and socat
+    /// and the two-hop wstunnel path when present).
     Tunnel(tunnel::TunnelArgs),
     /// Web console: the device list at 10,000 Things (a page, its refresh fragment, a search) as
     /// a signed-in administrator and as a user who sees every Thing through an organization.

@@ -28,13 +28,16 @@
 //!    connections held open at once over `--open-sessions` sessions with the relays' memory per
 //!    connection, then their memory after all closed ([`many`]);
 //! 8. `StartSession` calls per second from concurrent operator connections ([`rate`]);
-//! 9. the one-hop `socat -b 131072` baseline when `socat` is installed ([`socat`]);
+//! 9. the one-hop `socat -b 131072` baseline when `socat` is installed ([`socat`]), and the
+//!    two-hop wstunnel path (`../shared/peers/wstunnel`) when it is there ([`wstunnel`]), every
+//!    figure side by side as a ratio to direct and to wstunnel ([`compare`]);
 //! 10. TLS on both legs: bulk and round trips through a second GAS serving `wss` ([`tls`]).
 //!
 //! Targets (`../shared/BENCHMARKS.md`) are reported PASS / MISS, not enforced: the machine is
 //! noisy. The tool fails (exit 1) only when something does not work: a child that does not
 //! start or dies, a byte that comes back wrong or short, a session that does not start.
 
+mod compare;
 mod fairness;
 mod many;
 mod rate;
@@ -44,6 +47,7 @@ pub(crate) mod site;
 mod socat;
 mod targets;
 mod tls;
+mod wstunnel;
 
 use crate::probe;
 use crate::report::Machine;
@@ -114,6 +118,15 @@ pub struct TunnelArgs {
     /// Skip the socat baseline even when socat is installed.
     #[arg(long)]
     pub no_socat: bool,
+
+    /// The wstunnel binary of the two-hop peer baseline (issue 17) [default:
+    /// ../shared/peers/wstunnel from the workspace root when it exists, else none].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_wstunnel")]
+    pub wstunnel: Option<PathBuf>,
+
+    /// Skip the wstunnel baseline even when the binary is there.
+    #[arg(long)]
+    pub no_wstunnel: bool,
 
     /// Skip the TLS phase.
     #[arg(long)]
@@ -251,6 +264,7 @@ pub async fn run(args: TunnelArgs) -> Result<Outcome> {
     let st = Settings::from_args(&args);
     let started = Instant::now();
     let art = Artefacts::locate(args.bin_dir.as_deref())?;
+    let ws_bin = wstunnel::choose(args.wstunnel.as_deref(), args.no_wstunnel)?;
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this thingport-bench is a debug build; its clients are slow. Use --release."
@@ -304,10 +318,18 @@ pub async fn run(args: TunnelArgs) -> Result<Outcome> {
     let (rtt_direct, rtt_tunnel, rtt_capped) = site.blame(rtt).await?;
     let conn = measure_connect("tunnel", &st, echo.addr, rac_echo).await;
     let (conn_direct, conn_tunnel, conn_capped) = site.blame(conn).await?;
+    // The peer right after Thingport's same figures, before the long phases.
+    let mut more = More::default();
+    match ws_bin {
+        Err(note) => more.wstunnel_note = Some(note),
+        Ok(bin) => {
+            let r = wstunnel::measure(&st, &bin, echo.addr, bulk.addr, many_addr).await;
+            more.wstunnel = Some(site.blame(r).await?);
+        }
+    }
     let sessions = measure_sessions(&st, &mut site).await;
     let sessions = site.blame(sessions).await?;
 
-    let mut more = More::default();
     let (n, (d, t)) = (st.fairness_round_trips, (bulk.addr, rac_bulk));
     let fair = blocking(move || fairness::measure(d, t, n, cap)).await;
     more.fairness = site.blame(fair).await?;

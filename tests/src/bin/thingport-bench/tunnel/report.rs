@@ -8,21 +8,21 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// Target: tunnelled bulk throughput as a share of direct loopback.
-const BULK_SHARE_TARGET: f64 = 0.30;
+pub(super) const BULK_SHARE_TARGET: f64 = 0.30;
 /// Target: CPU seconds of RAC + GAS + agent per GiB moved.
-const CPU_TARGET_S: f64 = 1.0;
+pub(super) const CPU_TARGET_S: f64 = 1.0;
 /// Targets: round trip over direct, µs, at p50 and p99.
-const RTT_P50_EXTRA_US: f64 = 80.0;
+pub(super) const RTT_P50_EXTRA_US: f64 = 80.0;
 const RTT_P99_EXTRA_US: f64 = 150.0;
 /// Target: new connection to first echoed byte over direct, µs, at p50.
-const CONNECT_P50_EXTRA_US: f64 = 500.0;
+pub(super) const CONNECT_P50_EXTRA_US: f64 = 500.0;
 /// Targets: `StartSession` → first echoed byte, ms.
 const SESSION_P50_MS: f64 = 20.0;
 const SESSION_P99_MS: f64 = 50.0;
 /// Target: none of the burst's connections waits longer than this, ms.
 const BURST_WAIT_MS: f64 = 1_000.0;
 /// Target: relay memory per open tunnelled connection, KiB.
-const MEMORY_PER_CONNECTION_KIB: f64 = 64.0;
+pub(super) const MEMORY_PER_CONNECTION_KIB: f64 = 64.0;
 /// Target: after a burst, each relay's resident memory within this share over its idle figure.
 const MEMORY_BACK_SHARE: f64 = 0.10;
 /// Target: a sibling's round trip p99 beside a bulk transfer in the same session, ms.
@@ -337,6 +337,9 @@ pub struct More {
     pub tls_note: Option<String>,
     pub socat: Option<Socat>,
     pub socat_note: Option<String>,
+    /// The two-hop wstunnel path (issue 17).
+    pub wstunnel: Option<super::wstunnel::Figures>,
+    pub wstunnel_note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -502,6 +505,7 @@ fn targets(r: &Report) -> Vec<TargetCheck> {
         });
     }
     more_targets(&r.more, &mut out);
+    out.extend(super::compare::verdicts(r));
     out
 }
 
@@ -737,6 +741,8 @@ pub fn print(r: &Report) {
         println!("| {name} | {:.2} | {:.2} |", l.p50_us / 1e3, l.p99_us / 1e3);
     }
     print_more(r);
+    println!();
+    super::compare::print(r);
     println!();
     println!("| target | measured | verdict |");
     println!("|---|--:|---|");

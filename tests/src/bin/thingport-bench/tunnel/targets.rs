@@ -214,7 +214,8 @@ pub fn bulk_transfer(addr: SocketAddr, len: u64, up: bool, cap: Duration) -> Res
     s.write_all(&req).context("bulk: sending the request")?;
     if up {
         send(&mut s, len, deadline).context("bulk up: sending")?;
-        s.shutdown(Shutdown::Write)?;
+        // No half-close before the answer: the server answers after `len` bytes, and a relay
+        // that does not forward a half-close (wstunnel closes both ways) would drop the answer.
         let mut answer = [0u8; 9];
         s.read_exact(&mut answer)
             .context("bulk up: reading the server's count")?;
