@@ -467,9 +467,10 @@ fn a_malformed_secrets_key_file_stops_the_server_naming_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_without_its_key_file_fails_the_console_without_leaking() {
-    // A Telnet endpoint nobody needs to answer: the claim fails before the stream is used.
+    // An SSH endpoint nobody needs to answer: the claim fails before the stream is used.
+    // (Telnet would not do: no stored secret is ever released for a Telnet console.)
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut r = running("tel", "TELNET", listener.local_addr().unwrap().port()).await;
+    let mut r = running("tel", "SSH", listener.local_addr().unwrap().port()).await;
     let password = unique_secret("EndpointPw");
     r.site.fleet.server.secrets().add(password.clone());
     svc(
@@ -519,7 +520,12 @@ async fn a_database_without_its_key_file_fails_the_console_without_leaking() {
     let hello = json!({"ticket": row["ticket"], "cols": 80, "rows": 24});
     ws.send(Message::text(hello.to_string())).await.unwrap();
     let mut told = Vec::new();
+    let deadline = std::time::Instant::now() + T;
     let code = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no close within {T:?}: {told:?}"
+        );
         let m = tokio::time::timeout(T, ws.next())
             .await
             .expect("the GAS said nothing in time");
@@ -540,4 +546,97 @@ async fn a_database_without_its_key_file_fails_the_console_without_leaking() {
     assert_eq!(ended["terminationCause"], "CONSOLE_ERROR", "{ended}");
     assert!(!ended.to_string().contains(&password), "{ended}");
     drop(listener);
+}
+
+/// Secrets stay with the target they were entered for: an endpoint moved elsewhere (or a
+/// re-pinned host key) does not take its password along, so write access to `endpoints` alone
+/// cannot redirect a stored password to a machine of one's choosing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_do_not_follow_an_endpoint_moved_elsewhere_or_a_new_host_key() {
+    let site = site().await;
+    let admin = &site.admin;
+    let password = unique_secret("MovedPw");
+    let set = svc(
+        admin,
+        "SetEndpointCredentials",
+        json!({"endpoint": "ssh", "authentication": "userPassword", "username": "pi",
+               "password": password}),
+    )
+    .await
+    .ok();
+    assert_eq!(view(&set)["passwordSet"], true);
+
+    // The endpoint now points elsewhere: the next change of its credentials (even of the user
+    // name only) removes the password, which must be entered again for the new target.
+    site.set_endpoints(
+        "gw-1",
+        &[
+            ("ssh", "SSH", "127.0.0.2", 2222),
+            ("vnc", "VNC", "127.0.0.1", 5900),
+        ],
+    )
+    .await;
+    let changed = svc(
+        admin,
+        "SetEndpointCredentials",
+        json!({"endpoint": "ssh", "username": "root"}),
+    )
+    .await;
+    assert_eq!(changed.status, 422, "{}", changed.text);
+    assert!(
+        changed.text.contains("needs a username and a password"),
+        "{}",
+        changed.text
+    );
+    let kept = view(
+        &svc(admin, "GetEndpointCredentials", json!({"endpoint": "ssh"}))
+            .await
+            .ok(),
+    );
+    assert_eq!(
+        kept["passwordSet"], true,
+        "a refused change changes nothing"
+    );
+    let entered = svc(
+        admin,
+        "SetEndpointCredentials",
+        json!({"endpoint": "ssh", "username": "root", "password": password}),
+    )
+    .await
+    .ok();
+    assert_eq!(view(&entered)["passwordSet"], true);
+
+    // Pinning another host key than the pinned one removes the secrets too.
+    let keygen = require("ssh-keygen", "openssh-client");
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    for name in ["a", "b"] {
+        let path = dir.path().join(name);
+        run(std::process::Command::new(&keygen)
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&path));
+        keys.push(std::fs::read_to_string(path.with_extension("pub")).unwrap());
+    }
+    svc(
+        admin,
+        "SetEndpointCredentials",
+        json!({"endpoint": "ssh", "hostKey": keys[0].trim()}),
+    )
+    .await
+    .ok();
+    let repinned = svc(
+        admin,
+        "SetEndpointCredentials",
+        json!({"endpoint": "ssh", "authentication": "none", "hostKey": keys[1].trim()}),
+    )
+    .await
+    .ok();
+    let v = view(&repinned);
+    assert_eq!(v["passwordSet"], false, "{v}");
+    let audit = site.remote_access_audit().await.join("\n");
+    assert!(
+        audit.contains("password and keys removed (the pinned host key changed)"),
+        "{audit}"
+    );
+    assert!(!audit.contains(&password));
 }

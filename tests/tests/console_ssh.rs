@@ -234,7 +234,8 @@ async fn ssh_console_with_a_password_refuses_a_wrong_one_and_a_changed_host_key(
     call(
         &r,
         "SetEndpointCredentials",
-        json!({"endpoint": "ssh", "hostKey": other_public.trim()}),
+        // (a new pin takes the stored password away unless it is entered with it)
+        json!({"endpoint": "ssh", "hostKey": other_public.trim(), "password": password}),
     )
     .await;
     b.goto("/devices/gw-1/console/ssh").await;

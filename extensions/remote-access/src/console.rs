@@ -79,6 +79,10 @@ struct Stored {
     /// The public half of a key pair the platform generated (for `authorized_keys`).
     #[serde(default)]
     public_key: Option<String>,
+    /// Where the endpoint pointed (`PROTOCOL host:port`) when its secrets were entered: they are
+    /// released only while it still does, so moving an endpoint cannot redirect its secrets.
+    #[serde(default)]
+    target: Option<String>,
     #[serde(default)]
     updated_by: String,
     #[serde(default)]
@@ -242,6 +246,45 @@ pub fn fingerprint(line: &str) -> Result<String, Error> {
     ))
 }
 
+/// What an endpoint points at: `PROTOCOL host:port`.
+fn target_of(e: &RemoteEndpoint) -> String {
+    format!(
+        "{} {}:{}",
+        e.protocol.as_deref().unwrap_or("").to_ascii_uppercase(),
+        e.host.as_deref().unwrap_or("").trim(),
+        e.port.unwrap_or(0)
+    )
+}
+
+impl Stored {
+    fn has_secrets(&self) -> bool {
+        self.password.is_some() || self.private_key.is_some() || self.passphrase.is_some()
+    }
+
+    /// Removes the secrets (they were entered for another target or another host key).
+    fn forget_secrets(&mut self, why: &str, changes: &mut Vec<String>) {
+        if self.has_secrets() {
+            self.password = None;
+            self.private_key = None;
+            self.passphrase = None;
+            self.public_key = None;
+            changes.push(format!(
+                "password and keys removed ({why}): enter them again"
+            ));
+        }
+    }
+}
+
+fn check_username(u: &str) -> Result<(), Error> {
+    check_text("username", u, MAX_USERNAME)?;
+    if u.chars().any(|c| c.is_control()) {
+        return Err(Error::unprocessable(
+            "username contains a control character",
+        ));
+    }
+    Ok(())
+}
+
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), Error> {
     if value.len() > max {
         return Err(Error::unprocessable(format!(
@@ -330,12 +373,19 @@ pub fn set(
 ) -> Result<CredentialsView, Error> {
     require(host, caller, thing, "PropertyWrite")?;
     let endpoint = input.endpoint.clone();
-    find_endpoint(host, thing, &endpoint)?;
+    let target = target_of(&find_endpoint(host, thing, &endpoint)?);
     let mut stored = load(host, thing, &endpoint)?.unwrap_or_else(|| Stored {
         authentication: "none".into(),
         ..Default::default()
     });
     let mut changes: Vec<String> = Vec::new();
+    // Secrets entered for another target are not carried over to this one.
+    if stored.target.as_deref().is_some_and(|t| t != target) {
+        stored.forget_secrets(
+            &format!("the endpoint now points to {target}"),
+            &mut changes,
+        );
+    }
     if let Some(a) = &input.authentication {
         if !AUTHENTICATIONS.contains(&a.as_str()) {
             return Err(Error::unprocessable(format!(
@@ -350,12 +400,7 @@ pub fn set(
         stored.authentication = a.clone();
     }
     if let Some(u) = &input.username {
-        check_text("username", u, MAX_USERNAME)?;
-        if u.chars().any(|c| c.is_control()) {
-            return Err(Error::unprocessable(
-                "username contains a control character",
-            ));
-        }
+        check_username(u)?;
         let u = Some(u.trim().to_string()).filter(|u| !u.is_empty());
         if u != stored.username {
             changes.push(match &u {
@@ -406,12 +451,31 @@ pub fn set(
             // Kept without its comment: the key is what is pinned.
             let line = k.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
             if stored.host_key.as_deref() != Some(line.as_str()) {
+                // Another key than the pinned one: the secrets were entered for the device that
+                // had the old key; they are not handed to this one unless entered again here.
+                if stored.host_key.is_some() {
+                    let entered = [&input.password, &input.private_key, &input.passphrase]
+                        .iter()
+                        .any(|v| v.as_deref().is_some_and(|v| !v.is_empty()));
+                    if !entered {
+                        stored.forget_secrets("the pinned host key changed", &mut changes);
+                    }
+                }
                 changes.push(format!("host key pinned {fp}"));
             }
             stored.host_key = Some(line);
         }
     }
-    stored.check_complete()?;
+    if let Err(e) = stored.check_complete() {
+        let removed = changes
+            .iter()
+            .find(|c| c.starts_with("password and keys removed"));
+        return Err(match removed {
+            Some(why) => Error::unprocessable(format!("{}: {why}", e.message())),
+            None => e,
+        });
+    }
+    stored.target = stored.has_secrets().then_some(target);
     write(host, caller, thing, &endpoint, stored, &changes)
 }
 
@@ -455,10 +519,17 @@ pub fn generate(
     input: GenerateInput,
 ) -> Result<CredentialsView, Error> {
     require(host, caller, thing, "PropertyWrite")?;
-    find_endpoint(host, thing, &input.endpoint)?;
+    let target = target_of(&find_endpoint(host, thing, &input.endpoint)?);
     let mut stored = load(host, thing, &input.endpoint)?.unwrap_or_default();
+    let mut changes = Vec::new();
+    if stored.target.as_deref().is_some_and(|t| t != target) {
+        stored.forget_secrets(
+            &format!("the endpoint now points to {target}"),
+            &mut changes,
+        );
+    }
     if let Some(u) = &input.username {
-        check_text("username", u, MAX_USERNAME)?;
+        check_username(u)?;
         stored.username = Some(u.trim().to_string()).filter(|u| !u.is_empty());
     }
     if stored.username.is_none() {
@@ -474,34 +545,74 @@ pub fn generate(
     stored.public_key = Some(public_line.clone());
     stored.authentication = "privateKey".into();
     let fp = fingerprint(&public_line)?;
-    let mut changes = vec![format!(
+    changes.push(format!(
         "a new Ed25519 key pair generated ({fp}); authentication privateKey"
-    )];
+    ));
+    // A password stays stored but is no longer for this target's key login; it is released only
+    // with authentication userPassword, for the same target.
+    stored.target = Some(target);
     if had_passphrase {
         changes.push("passphrase removed (the new key has none)".into());
     }
     write(host, caller, thing, &input.endpoint, stored, &changes)
 }
 
-/// The credentials in clear, for a console of this endpoint.
-pub fn open(host: &Host, thing: &str, endpoint: &str) -> Result<Opened, Error> {
-    let Some(stored) = load(host, thing, endpoint)? else {
+/// The credentials in clear for a console of this endpoint: only what its authentication uses
+/// (nothing for Telnet, which has no login protocol), and only while the endpoint points where
+/// they were entered for.
+pub fn open(host: &Host, thing: &str, endpoint: &RemoteEndpoint) -> Result<Opened, Error> {
+    let name = endpoint.name.as_str();
+    let Some(stored) = load(host, thing, name)? else {
         return Ok(Opened {
             authentication: "none".into(),
             ..Default::default()
         });
     };
+    let target = target_of(endpoint);
+    if stored.has_secrets() && stored.target.as_deref().is_some_and(|t| t != target) {
+        return Err(Error::conflict(format!(
+            "endpoint '{name}' of Thing '{thing}' now points to {target}, not where its password or key was entered for: enter them again"
+        )));
+    }
     let unseal = |field: &str, v: &Option<String>| -> Result<Option<String>, Error> {
         v.as_deref()
-            .map(|s| host.secret_seal_open(&context(thing, endpoint, field), s))
+            .map(|s| host.secret_seal_open(&context(thing, name, field), s))
             .transpose()
     };
+    let telnet = endpoint
+        .protocol
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case("TELNET"));
+    let method = if telnet {
+        "none"
+    } else {
+        stored.authentication.as_str()
+    };
+    let (password, key) = match method {
+        "password" | "userPassword" => (true, false),
+        "privateKey" => (false, true),
+        _ => (false, false),
+    };
     Ok(Opened {
-        password: unseal("password", &stored.password)?,
-        private_key: unseal("privateKey", &stored.private_key)?,
-        passphrase: unseal("passphrase", &stored.passphrase)?,
-        authentication: stored.authentication,
-        username: stored.username,
+        password: if password {
+            unseal("password", &stored.password)?
+        } else {
+            None
+        },
+        private_key: if key {
+            unseal("privateKey", &stored.private_key)?
+        } else {
+            None
+        },
+        passphrase: if key {
+            unseal("passphrase", &stored.passphrase)?
+        } else {
+            None
+        },
+        username: (method != "none")
+            .then(|| stored.username.clone())
+            .flatten(),
+        authentication: method.to_string(),
         host_key: stored.host_key,
     })
 }

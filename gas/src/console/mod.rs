@@ -62,6 +62,13 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// WebSocket pings to the browser, so idle proxies (often cutting at 60 s or 300 s) keep it.
 const PING_EVERY: Duration = Duration::from_secs(20);
+/// A browser from which nothing (not even a pong) arrived for this long is gone (as a tunnel
+/// side that falls silent).
+const BROWSER_SILENT: Duration = Duration::from_secs(60);
+/// How long one message to the browser may take to be written; longer, the browser is gone.
+const BROWSER_WRITE: Duration = Duration::from_secs(30);
+/// Keyboard input waiting for the endpoint, at most (beyond, the browser's messages wait).
+const MAX_PENDING_INPUT: usize = 1024 * 1024;
 /// In-memory pipes: the console's tunnel WebSocket and the endpoint stream.
 const PIPE: usize = 256 * 1024;
 /// The most bytes read from the endpoint for one browser message.
@@ -200,10 +207,26 @@ where
         }
         // Closing our side ends the session (the client closed: USER_SHUTDOWN) unless a
         // console cause or the platform ended it first.
-        let _ = mux.close("the browser console closed").await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            mux.close("the browser console closed"),
+        )
+        .await;
         drop(mux);
-        let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), side).await;
+        // Both end with the tunnel; never left behind if something is stuck.
+        let (driver_abort, side_abort) = (driver.abort_handle(), side.abort_handle());
+        if tokio::time::timeout(Duration::from_secs(5), driver)
+            .await
+            .is_err()
+        {
+            driver_abort.abort();
+        }
+        if tokio::time::timeout(Duration::from_secs(5), side)
+            .await
+            .is_err()
+        {
+            side_abort.abort();
+        }
     }
     .instrument(span)
     .await;
@@ -229,9 +252,45 @@ async fn send<S>(sink: &mut Sink<S>, message: &ServerMessage) -> Result<(), ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    sink.send(Message::text(message.to_json()))
-        .await
-        .map_err(|_| ())
+    to_browser(sink, Message::text(message.to_json())).await
+}
+
+/// One message to the browser, within [`BROWSER_WRITE`] (a browser that stops reading does not
+/// hold the console forever).
+async fn to_browser<S>(sink: &mut Sink<S>, message: Message) -> Result<(), ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(BROWSER_WRITE, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// The browser's liveness: when something last arrived from it.
+struct Heard(tokio::time::Instant);
+
+impl Heard {
+    fn now() -> Heard {
+        Heard(tokio::time::Instant::now())
+    }
+    fn touch(&mut self) {
+        self.0 = tokio::time::Instant::now();
+    }
+    /// Notes that `m` arrived and hands it on.
+    fn touched<T>(&mut self, m: T) -> T {
+        self.touch();
+        m
+    }
+    fn silent(&self) -> bool {
+        self.0.elapsed() > BROWSER_SILENT
+    }
+}
+
+/// What a terminal's browser asked for, queued for the endpoint's writer.
+enum Input {
+    Data(Bytes),
+    Resize(Size),
 }
 
 async fn close<S>(sink: &mut Sink<S>, code: u16, reason: &str)
@@ -321,7 +380,7 @@ where
             format!("the endpoint's protocol {other} has no browser console"),
         )),
     };
-    match result {
+    let outcome = match result {
         // A failure while the stream did not even open: say that instead.
         Err(f) => Err(unreachable(&mut carry).await.unwrap_or(f)),
         // The endpoint "closed" because the stream never opened (a Telnet console says `ready`
@@ -332,7 +391,9 @@ where
         },
         Ok(End::Screen(reason)) => Ok(End::Screen(ended_because(session).unwrap_or(reason))),
         Ok(end) => Ok(end),
-    }
+    };
+    carry.abort();
+    outcome
 }
 
 /// A close frame's reason holds at most 123 bytes.
@@ -460,11 +521,12 @@ where
     let downstream = async {
         let mut handshake_out = vec![0u8; 256];
         let mut screen = bytes::BytesMut::with_capacity(CHUNK);
+        let mut heard = Heard::now();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         loop {
             tokio::select! {
-                m = source.next() => match m {
+                m = source.next() => match heard.touched(m) {
                     Some(Ok(Message::Binary(b))) => {
                         if pipe_wr.write_all(&b).await.is_err() {
                             return End::Endpoint("the VNC connection closed".into());
@@ -481,7 +543,7 @@ where
                     Ok(0) | Err(_) => return End::Endpoint("the VNC connection closed".into()),
                     Ok(n) => {
                         let out = Bytes::copy_from_slice(&handshake_out[..n]);
-                        if sink.send(Message::Binary(out)).await.is_err() {
+                        if to_browser(sink, Message::Binary(out)).await.is_err() {
                             return End::Browser;
                         }
                     }
@@ -494,14 +556,16 @@ where
                         // The buffer becomes the message; its allocation comes back to `screen`
                         // once the message is written, when `reserve` finds it unshared.
                         let out = screen.split().freeze();
-                        if sink.send(Message::Binary(out)).await.is_err() {
+                        if to_browser(sink, Message::Binary(out)).await.is_err() {
                             return End::Browser;
                         }
                         screen.reserve(CHUNK);
                     }
                 },
                 _ = ping.tick() => {
-                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    if heard.silent()
+                        || to_browser(sink, Message::Ping(Bytes::new())).await.is_err()
+                    {
                         return End::Browser;
                     }
                 }
@@ -578,31 +642,76 @@ where
         )
     })?;
     let (mut output, mut input) = shell.split();
+    // Input goes to the SSH channel from a task of its own, so this loop never waits on the
+    // endpoint: russh stops reading its transport while output is not taken, so a write awaited
+    // here while paused could wait forever. Typing also resumes output (as XON would).
+    let (to_shell, mut for_shell) = tokio::sync::mpsc::channel::<Input>(64);
+    let writer = tokio::spawn(
+        async move {
+            while let Some(i) = for_shell.recv().await {
+                let done = match i {
+                    Input::Data(b) => input.write(&b).await,
+                    Input::Resize(s) => {
+                        input
+                            .resize(ssh::Size {
+                                cols: s.cols,
+                                rows: s.rows,
+                            })
+                            .await
+                    }
+                };
+                if done.is_err() {
+                    break;
+                }
+            }
+            drop(for_shell);
+            let _ = tokio::time::timeout(Duration::from_secs(2), input.close()).await;
+        }
+        .in_current_span(),
+    );
+    let mut pending: std::collections::VecDeque<Input> = Default::default();
+    let mut pending_bytes = 0usize;
     let mut paused = false;
+    let mut heard = Heard::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let end = loop {
         tokio::select! {
-            m = source.next() => match m {
-                Some(Ok(Message::Binary(b))) => {
-                    if input.write(&b).await.is_err() {
-                        break End::Endpoint("the SSH connection closed".into());
+            m = source.next(), if pending_bytes < MAX_PENDING_INPUT => {
+                heard.touch();
+                match m {
+                    Some(Ok(Message::Binary(b))) => {
+                        pending_bytes += b.len();
+                        pending.push_back(Input::Data(b));
+                        paused = false;
+                    }
+                    Some(Ok(Message::Text(t))) => match control(t.as_str()) {
+                        Ok(Control::Resize(s)) => {
+                            pending.push_back(Input::Resize(s));
+                            paused = false;
+                        }
+                        Ok(Control::Pause) => paused = true,
+                        Ok(Control::Resume) => paused = false,
+                        Err(end) => break end,
+                    },
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break End::Browser,
+                    Some(Ok(_)) => {}
+                }
+            },
+            permit = to_shell.reserve(), if !pending.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some(i) = pending.pop_front() {
+                        if let Input::Data(b) = &i {
+                            pending_bytes -= b.len();
+                        }
+                        permit.send(i);
                     }
                 }
-                Some(Ok(Message::Text(t))) => match control(t.as_str()) {
-                    Ok(Control::Resize(s)) => {
-                        let _ = input.resize(ssh::Size { cols: s.cols, rows: s.rows }).await;
-                    }
-                    Ok(Control::Pause) => paused = true,
-                    Ok(Control::Resume) => paused = false,
-                    Err(end) => break end,
-                },
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break End::Browser,
-                Some(Ok(_)) => {}
+                Err(_) => break End::Endpoint("the SSH connection closed".into()),
             },
             out = output.next(), if !paused => match out {
                 Some(ssh::Output::Data(d)) => {
-                    if sink.send(Message::Binary(Bytes::from(d))).await.is_err() {
+                    if to_browser(sink, Message::Binary(Bytes::from(d))).await.is_err() {
                         break End::Browser;
                     }
                 }
@@ -615,13 +724,20 @@ where
                 None => break End::Endpoint("the SSH session ended".into()),
             },
             _ = ping.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                if heard.silent() || to_browser(sink, Message::Ping(Bytes::new())).await.is_err() {
                     break End::Browser;
                 }
             }
         }
     };
-    input.close().await;
+    drop(to_shell);
+    drop(output);
+    if tokio::time::timeout(Duration::from_secs(3), writer)
+        .await
+        .is_err()
+    {
+        debug!("the SSH input writer did not finish");
+    }
     Ok(end)
 }
 
@@ -692,13 +808,30 @@ where
             "the browser left",
         )
     })?;
+    // Bytes for the server go through a writer task of their own, so a server that stops reading
+    // never stops this loop reading it (each would wait for the other).
+    let (to_server_tx, mut to_server_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(
+        async move {
+            while let Some(bytes) = to_server_rx.recv().await {
+                if wr.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    let mut pending: std::collections::VecDeque<Vec<u8>> = Default::default();
+    let mut pending_bytes = 0usize;
     let mut buf = vec![0u8; CHUNK];
     let mut paused = false;
+    let mut heard = Heard::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let end = loop {
         tokio::select! {
-            m = source.next() => {
+            m = source.next(), if pending_bytes < MAX_PENDING_INPUT => {
+                heard.touch();
                 match m {
                     Some(Ok(Message::Binary(b))) => t.send(&b, &mut to_server),
                     Some(Ok(Message::Text(text))) => match control(text.as_str()) {
@@ -710,37 +843,40 @@ where
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break End::Browser,
                     Some(Ok(_)) => {}
                 }
-                if !to_server.is_empty() {
-                    if wr.write_all(&to_server).await.is_err() {
-                        break End::Endpoint("the Telnet server closed the connection".into());
+            },
+            permit = to_server_tx.reserve(), if !pending.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some(bytes) = pending.pop_front() {
+                        pending_bytes -= bytes.len();
+                        permit.send(bytes);
                     }
-                    to_server.clear();
                 }
+                Err(_) => break End::Endpoint("the Telnet server closed the connection".into()),
             },
             n = rd.read(&mut buf), if !paused => match n {
                 Ok(0) | Err(_) => break End::Endpoint("the Telnet server closed the connection".into()),
                 Ok(n) => {
                     t.receive(&buf[..n], &mut to_terminal, &mut to_server);
-                    if !to_server.is_empty() {
-                        if wr.write_all(&to_server).await.is_err() {
-                            break End::Endpoint("the Telnet server closed the connection".into());
-                        }
-                        to_server.clear();
-                    }
                     if !to_terminal.is_empty() {
                         let out = Bytes::from(std::mem::take(&mut to_terminal));
-                        if sink.send(Message::Binary(out)).await.is_err() {
+                        if to_browser(sink, Message::Binary(out)).await.is_err() {
                             break End::Browser;
                         }
                     }
                 }
             },
             _ = ping.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                if heard.silent() || to_browser(sink, Message::Ping(Bytes::new())).await.is_err() {
                     break End::Browser;
                 }
             }
         }
+        if !to_server.is_empty() {
+            pending_bytes += to_server.len();
+            pending.push_back(std::mem::take(&mut to_server));
+        }
     };
+    drop(to_server_tx);
+    writer.abort();
     Ok(end)
 }

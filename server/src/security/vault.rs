@@ -79,15 +79,24 @@ impl Vault {
                 use std::os::unix::fs::OpenOptionsExt as _;
                 options.mode(0o600);
             }
-            let mut file = options.open(path).with_context(|| {
-                format!("failed to create the secrets key file {}", path.display())
-            })?;
-            file.write_all(format!("{}\n", hex::encode(key)).as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| {
-                    format!("failed to write the secrets key file {}", path.display())
-                })?;
-            tracing::info!(path = %path.display(), "created the secrets key file (keep it with the backups, apart from the database)");
+            match options.open(path) {
+                Ok(mut file) => {
+                    let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key)));
+                    file.write_all(text.as_bytes())
+                        .and_then(|()| file.sync_all())
+                        .with_context(|| {
+                            format!("failed to write the secrets key file {}", path.display())
+                        })?;
+                    tracing::info!(path = %path.display(), "created the secrets key file (keep it with the backups, apart from the database)");
+                }
+                // Another process created it meanwhile: read theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("failed to create the secrets key file {}", path.display())
+                    })
+                }
+            }
         }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("failed to read the secrets key file {}", path.display()))?;

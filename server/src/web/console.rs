@@ -23,6 +23,9 @@ use axum::{Form, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// The template of registered GAS Things (RemoteAccessExtension's).
+const GAS_TEMPLATE: &str = "GASModel";
+
 /// The protocols a browser console speaks.
 pub const CONSOLE_PROTOCOLS: [&str; 3] = ["VNC", "SSH", "TELNET"];
 
@@ -95,6 +98,9 @@ fn gas_origins(s: &AppState) -> Vec<String> {
     let mut out: Vec<String> = m
         .things
         .values()
+        // Only the Things of the GAS template: anyone may give a Thing of their own a property
+        // of that name.
+        .filter(|t| t.template == GAS_TEMPLATE)
         .filter_map(|t| t.values.get("externalHostName").and_then(Value::as_str))
         // The GAS Thing keeps `host[:port]` of its public URL, not the scheme: both are allowed.
         .flat_map(|host| [format!("ws://{host}"), format!("wss://{host}")])

@@ -576,7 +576,7 @@ impl Engine {
                 ))
             })?;
         let protocol = crate::console::protocol_of(&thing, endpoint)?;
-        let opened = crate::console::open(&self.host, &thing, &endpoint_name)?;
+        let opened = crate::console::open(&self.host, &thing, endpoint)?;
         let _ = self.host.audit(
             AUDIT,
             &thing,
